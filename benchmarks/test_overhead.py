@@ -1,0 +1,35 @@
+"""The harness's measurement must not slow training down (target: within 2%).
+
+Runs the first cell of the matrix as a short random-weight fine-tune, bare Trainer against
+instrumented harness, and records the ratio of their training throughput.
+"""
+
+import pytest
+
+from harness.data import glue_dir_from_env
+from harness.overhead import measure_overhead, overhead_cell
+
+TARGET = 0.98  # harness throughput / bare throughput
+
+
+def test_measurement_overhead(harness_session, benchmark):
+    steps, repeats = (200, 3) if harness_session.use_cuda else (30, 3)
+    cell = overhead_cell(harness_session.matrix.cells[0], steps)
+    holder = {}
+
+    def once():
+        holder["r"] = measure_overhead(
+            cell, repeats=repeats, use_cuda=harness_session.use_cuda, glue_dir=glue_dir_from_env()
+        )
+
+    benchmark.pedantic(once, rounds=1, iterations=1, warmup_rounds=0)
+    r = holder["r"]
+    benchmark.extra_info.update(r.to_dict())
+    harness_session.run_writer().annotate("overhead", r.to_dict())
+    # A failure needs a cost beyond both the target and what a rerun alone moves.
+    if r.ratio < TARGET - r.noise:
+        pytest.fail(
+            f"the harness trains at {r.ratio:.3f}x the bare Trainer's throughput on {r.cell_id} "
+            f"(target >= {TARGET}, bare-run noise {r.noise:.1%}); "
+            f"bare walls {r.bare_wall_s}, harness walls {r.harness_wall_s}"
+        )

@@ -1,0 +1,227 @@
+"""Task data: GLUE MRPC from a GLUE_DIR folder or from the hub, tokenized once per key.
+
+With ``GLUE_DIR`` set (the variable the BERT repository used), the task is read from the
+GLUE download script's layout (``$GLUE_DIR/MRPC/train.tsv``, ``dev.tsv``) and the hub is
+never touched.  Otherwise it comes from ``datasets.load_dataset("nyu-mll/glue", "mrpc")``.
+
+The MSR text has unbalanced double quotes, so the TSV files are read with quoting off;
+a CSV reader with default quoting silently merges rows.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+class DataError(RuntimeError):
+    """Task data is missing or malformed.  The message names the file and the problem."""
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    glue_folder: str
+    hub_path: str
+    hub_config: str
+    num_labels: int
+    # (train file, eval file) in the GLUE layout, and the hub's split names.
+    glue_files: tuple[str, str]
+    hub_splits: tuple[str, str] = ("train", "validation")
+    # Expected row counts, to catch a truncated or mis-parsed file.
+    expected_rows: tuple[int, int] | None = None
+
+
+TASKS: dict[str, Task] = {
+    "mrpc": Task(
+        name="mrpc",
+        glue_folder="MRPC",
+        hub_path="nyu-mll/glue",
+        hub_config="mrpc",
+        num_labels=2,
+        glue_files=("train.tsv", "dev.tsv"),
+        expected_rows=(3668, 408),
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Pair:
+    text_a: str
+    text_b: str
+    label: int
+
+
+@dataclass(frozen=True)
+class TaskData:
+    task: str
+    source: str  # where the rows came from, recorded in every result
+    train: tuple[Pair, ...]
+    validation: tuple[Pair, ...]
+
+    @property
+    def majority_rate(self) -> float:
+        """Accuracy of always answering the validation split's most common label."""
+        counts: dict[int, int] = {}
+        for pair in self.validation:
+            counts[pair.label] = counts.get(pair.label, 0) + 1
+        return max(counts.values()) / len(self.validation)
+
+
+_LOADED: dict[tuple[str, str | None], TaskData] = {}
+
+
+def glue_dir_from_env() -> str | None:
+    value = os.environ.get("GLUE_DIR")
+    return value or None
+
+
+def load_task(task: str, glue_dir: str | os.PathLike[str] | None = None) -> TaskData:
+    """Load a task's train and validation pairs, memoized per (task, source)."""
+    if task not in TASKS:
+        raise DataError(f"unknown task {task!r}; known tasks: {sorted(TASKS)}")
+    glue_dir = glue_dir if glue_dir is not None else glue_dir_from_env()
+    key = (task, str(glue_dir) if glue_dir else None)
+    if key not in _LOADED:
+        spec = TASKS[task]
+        _LOADED[key] = _load_glue_dir(spec, Path(glue_dir)) if glue_dir else _load_hub(spec)
+    return _LOADED[key]
+
+
+def read_glue_pairs(path: Path) -> list[Pair]:
+    """Read one GLUE MRPC-style TSV: ``Quality  #1 ID  #2 ID  #1 String  #2 String``."""
+    try:
+        handle = path.open(encoding="utf-8-sig", newline="")
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    pairs = []
+    with handle:
+        reader = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
+        header = next(reader, None)
+        if header is None or len(header) != 5 or header[0] != "Quality":
+            raise DataError(f"{path}: expected the header 'Quality, #1 ID, #2 ID, #1 String, #2 String', got {header!r}")
+        for lineno, row in enumerate(reader, start=2):
+            if len(row) != 5:
+                raise DataError(f"{path}:{lineno}: expected 5 tab-separated columns, got {len(row)}")
+            try:
+                label = int(row[0])
+            except ValueError:
+                raise DataError(f"{path}:{lineno}: label {row[0]!r} is not 0 or 1") from None
+            if label not in (0, 1):
+                raise DataError(f"{path}:{lineno}: label {label} is not 0 or 1")
+            pairs.append(Pair(row[3], row[4], label))
+    return pairs
+
+
+def _load_glue_dir(spec: Task, glue_dir: Path) -> TaskData:
+    folder = glue_dir / spec.glue_folder
+    if not folder.is_dir():
+        raise DataError(
+            f"GLUE_DIR={glue_dir}: no {spec.glue_folder}/ folder inside it; expected the GLUE "
+            f"download script's layout ({spec.glue_folder}/{spec.glue_files[0]}, {spec.glue_folder}/{spec.glue_files[1]})"
+        )
+    train = read_glue_pairs(folder / spec.glue_files[0])
+    validation = read_glue_pairs(folder / spec.glue_files[1])
+    if spec.expected_rows and (len(train), len(validation)) != spec.expected_rows:
+        raise DataError(
+            f"{folder}: read {len(train)} train and {len(validation)} validation rows, expected "
+            f"{spec.expected_rows[0]} and {spec.expected_rows[1]}; the files are truncated or were "
+            f"written with quoting that merged rows"
+        )
+    return TaskData(spec.name, f"GLUE_DIR:{folder}", tuple(train), tuple(validation))
+
+
+def _load_hub(spec: Task) -> TaskData:
+    try:
+        import datasets
+    except ImportError:
+        raise DataError(
+            f"task {spec.name!r}: GLUE_DIR is not set and the `datasets` package is not installed. "
+            f"Set GLUE_DIR to a folder holding {spec.glue_folder}/ (the GLUE download layout), "
+            f"or `pip install datasets` to read {spec.hub_path}/{spec.hub_config} from the hub."
+        ) from None
+    try:
+        ds = datasets.load_dataset(spec.hub_path, spec.hub_config)
+    except Exception as exc:  # the hub, the cache and offline mode all fail differently
+        raise DataError(
+            f"task {spec.name!r}: could not load {spec.hub_path}/{spec.hub_config} from the hub or its "
+            f"cache ({type(exc).__name__}: {exc}). Offline, set GLUE_DIR to a GLUE download folder."
+        ) from exc
+
+    def pairs(split: str) -> tuple[Pair, ...]:
+        rows = ds[split]
+        return tuple(Pair(a, b, int(y)) for a, b, y in zip(rows["sentence1"], rows["sentence2"], rows["label"]))
+
+    return TaskData(spec.name, f"hub:{spec.hub_path}/{spec.hub_config}", pairs(spec.hub_splits[0]), pairs(spec.hub_splits[1]))
+
+
+# ---------------------------------------------------------------- tokenization
+
+
+class FeatureDataset(torch.utils.data.Dataset):
+    """Tokenized examples as plain dicts; the Trainer takes any map-style dataset."""
+
+    def __init__(self, features: Sequence[dict[str, Any]]):
+        self.features = list(features)
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return self.features[index]
+
+    @property
+    def lengths(self) -> list[int]:
+        return [len(f["input_ids"]) for f in self.features]
+
+
+@dataclass(frozen=True)
+class TokenizedTask:
+    train: FeatureDataset
+    validation: FeatureDataset
+
+
+_TOKENIZED: dict[tuple[Any, ...], TokenizedTask] = {}
+
+
+def tokenize_task(data: TaskData, tokenizer: Any, *, pad_to_max_length: bool, max_length: int) -> TokenizedTask:
+    """Tokenize both splits; memoized per (task source, tokenizer, padding, max length).
+
+    ``dynamic`` and ``bucketed`` share the unpadded encoding; ``max_length`` pads here so
+    every example carries ``max_length`` positions.
+    """
+    key = (data.source, data.task, _tokenizer_key(tokenizer), pad_to_max_length, max_length)
+    if key not in _TOKENIZED:
+        _TOKENIZED[key] = TokenizedTask(
+            train=_encode(data.train, tokenizer, pad_to_max_length, max_length),
+            validation=_encode(data.validation, tokenizer, pad_to_max_length, max_length),
+        )
+    return _TOKENIZED[key]
+
+
+def _encode(pairs: Sequence[Pair], tokenizer: Any, pad: bool, max_length: int) -> FeatureDataset:
+    enc = tokenizer(
+        [p.text_a for p in pairs],
+        [p.text_b for p in pairs],
+        truncation=True,
+        max_length=max_length,
+        padding="max_length" if pad else False,
+    )
+    keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
+    features = [{k: enc[k][i] for k in keys} | {"labels": pairs[i].label} for i in range(len(pairs))]
+    return FeatureDataset(features)
+
+
+def _tokenizer_key(tokenizer: Any) -> tuple[str, int, str]:
+    return (str(getattr(tokenizer, "name_or_path", "")), len(tokenizer), type(tokenizer).__name__)
+
+
+def clear_caches() -> None:
+    _LOADED.clear()
+    _TOKENIZED.clear()

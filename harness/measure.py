@@ -1,0 +1,226 @@
+"""What is measured during a cell, and the pure arithmetic that turns samples into figures.
+
+Three instruments, each kept out of the hot path:
+
+* ``CountingCollator`` wraps the training collator and records, per batch, the samples,
+  the real (attended) tokens and the padded tokens.  It runs on the CPU tensors the
+  collator builds, before anything reaches the device, so it never synchronizes.
+* ``StepTimer`` is a ``TrainerCallback`` that marks the end of every optimizer step: a
+  CUDA event on a GPU (read, with one synchronize, after training), ``perf_counter`` on
+  a CPU.  Nothing else happens per step.
+* ``Sampler`` is a thread that polls a reading (process RSS, NVML device memory) at a
+  fixed interval and keeps the peak.
+
+``summarize_training`` derives every throughput figure from the raw samples, with the
+first ``warmup`` optimizer steps left out.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import statistics
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from transformers import TrainerCallback
+
+# ---------------------------------------------------------------- instruments
+
+
+@dataclass(frozen=True)
+class BatchCount:
+    samples: int
+    real_tokens: int
+    padded_tokens: int
+
+
+class CountingCollator:
+    """Wraps a collator; records (samples, real tokens, padded tokens) per batch, in order."""
+
+    def __init__(self, collator: Callable[[list[dict[str, Any]]], dict[str, Any]]):
+        self.collator = collator
+        self.batches: list[BatchCount] = []
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
+        batch = self.collator(features)
+        input_ids = batch["input_ids"]
+        mask = batch.get("attention_mask")
+        padded = int(input_ids.numel())
+        real = int(mask.sum()) if mask is not None else padded
+        self.batches.append(BatchCount(int(input_ids.shape[0]), real, padded))
+        return batch
+
+
+class StepTimer(TrainerCallback):
+    """Marks the start of training and the end of each optimizer step."""
+
+    def __init__(self, use_cuda: bool):
+        self.use_cuda = use_cuda
+        self._marks: list[Any] = []
+
+    def _mark(self) -> None:
+        if self.use_cuda:
+            import torch
+
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            self._marks.append(event)
+        else:
+            self._marks.append(time.perf_counter())
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._marks = []
+        self._mark()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self._mark()
+
+    def step_seconds(self) -> list[float]:
+        """Duration of each optimizer step, in order.  Synchronizes once on a GPU."""
+        if len(self._marks) < 2:
+            return []
+        if self.use_cuda:
+            import torch
+
+            self._marks[-1].synchronize()
+            return [a.elapsed_time(b) / 1000.0 for a, b in zip(self._marks, self._marks[1:])]
+        return [b - a for a, b in zip(self._marks, self._marks[1:])]
+
+
+class Sampler:
+    """Polls ``read()`` every ``interval_s`` in a daemon thread; keeps every sample."""
+
+    def __init__(self, read: Callable[[], float | None], interval_s: float = 0.1):
+        self.read = read
+        self.interval_s = interval_s
+        self.samples: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="harness-sampler", daemon=True)
+
+    def _run(self) -> None:
+        while True:
+            value = self.read()
+            if value is not None:
+                self.samples.append(value)
+            if self._stop.wait(self.interval_s):
+                break
+
+    def __enter__(self) -> Sampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+        value = self.read()  # one last reading, so a short region still has one
+        if value is not None:
+            self.samples.append(value)
+
+    @property
+    def peak(self) -> float | None:
+        return max(self.samples) if self.samples else None
+
+
+def process_rss_bytes() -> float | None:
+    """Resident set size of this process (Linux /proc; None elsewhere)."""
+    try:
+        with open("/proc/self/statm") as handle:
+            return float(int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE"))
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def nvml_memory_reader(device_index: int) -> Callable[[], float | None] | None:
+    """A reader of the device's used memory through NVML, or None when NVML is unavailable."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        handle = pynvml.nvmlDeviceGetHandleByIndex(device_index)
+    except Exception:  # no driver, no library, no such device
+        return None
+
+    def read() -> float | None:
+        try:
+            return float(pynvml.nvmlDeviceGetMemoryInfo(handle).used)
+        except Exception:
+            return None
+
+    return read
+
+
+# ---------------------------------------------------------------- arithmetic
+
+
+class MeasurementError(RuntimeError):
+    """The samples cannot give a figure (too few steps, mismatched counts)."""
+
+
+def group_batches(batches: Sequence[BatchCount], steps: int, accumulation: int) -> list[BatchCount]:
+    """Sum consecutive batches into optimizer steps; extra batches (prefetched) are dropped."""
+    needed = steps * accumulation
+    if len(batches) < needed:
+        raise MeasurementError(
+            f"{steps} optimizer steps of {accumulation} batch(es) need {needed} counted batches, "
+            f"but the collator counted {len(batches)} (dataloader workers collate out of this process?)"
+        )
+    grouped = []
+    for i in range(steps):
+        chunk = batches[i * accumulation : (i + 1) * accumulation]
+        grouped.append(
+            BatchCount(
+                sum(b.samples for b in chunk),
+                sum(b.real_tokens for b in chunk),
+                sum(b.padded_tokens for b in chunk),
+            )
+        )
+    return grouped
+
+
+def summarize_training(
+    step_seconds: Sequence[float],
+    batches: Sequence[BatchCount],
+    *,
+    warmup: int,
+    accumulation: int = 1,
+) -> dict[str, float | int]:
+    """Throughput figures over the steps after the first ``warmup``.
+
+    ``step_seconds[i]`` is the duration of optimizer step ``i``; ``batches`` are the
+    collated batches in the order the steps consumed them.
+    """
+    steps = len(step_seconds)
+    if steps <= warmup:
+        raise MeasurementError(f"{steps} optimizer steps ran, but {warmup} are warmup: no step is left to time")
+    per_step = group_batches(batches, steps, accumulation)
+    timed_seconds = list(step_seconds[warmup:])
+    timed = per_step[warmup:]
+    seconds = math.fsum(timed_seconds)
+    if seconds <= 0:
+        raise MeasurementError(f"the timed steps took {seconds} s; the clock is broken")
+    samples = sum(b.samples for b in timed)
+    real = sum(b.real_tokens for b in timed)
+    padded = sum(b.padded_tokens for b in timed)
+    all_real = sum(b.real_tokens for b in per_step)
+    all_padded = sum(b.padded_tokens for b in per_step)
+    return {
+        "train_steps": steps,
+        "timing_warmup_steps": warmup,
+        "timed_steps": len(timed_seconds),
+        "timed_seconds": seconds,
+        "timed_samples": samples,
+        "train_samples_per_s": samples / seconds,
+        "train_steps_per_s": len(timed_seconds) / seconds,
+        "real_tokens_per_s": real / seconds,
+        "padded_tokens_per_s": padded / seconds,
+        "padding_efficiency": real / padded if padded else float("nan"),
+        "train_real_tokens": all_real,
+        "train_padded_tokens": all_padded,
+        "step_time_median_s": statistics.median(timed_seconds),
+        "step_time_mean_s": statistics.fmean(timed_seconds),
+        "step_time_stdev_s": statistics.stdev(timed_seconds) if len(timed_seconds) > 1 else 0.0,
+    }

@@ -1,0 +1,300 @@
+"""How one cell is fine-tuned: data, model, Trainer, instruments, and the result document.
+
+``prepare_cell`` builds everything a fine-tune needs (so a bare Trainer can be built from
+the same pieces, as the overhead benchmark does); ``run_cell`` trains it under the
+instruments and returns a ``CellResult`` whatever happens: ``ok``, ``skipped`` with its
+reason, ``oom``, or ``error`` with a message that says what was wrong.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import transformers
+from transformers import DataCollatorWithPadding, Trainer
+from transformers.trainer_callback import PrinterCallback
+
+from . import compat, metrics
+from .data import TASKS, DataError, FeatureDataset, TaskData, load_task, tokenize_task
+from .env import environment
+from .measure import CountingCollator, MeasurementError, Sampler, StepTimer, nvml_memory_reader, process_rss_bytes, summarize_training
+from .models import CheckpointError, describe, load_model, load_tokenizer
+from .results import CellResult, utc_now
+from .spec import CellSpec
+
+# The recipe every cell starts from (the BERT repository's and run_glue.py's): AdamW,
+# weight decay 0.01 (a CellSpec field), linear schedule without LR warmup, evaluation
+# after training.  A matrix may override any of these as TrainingArguments fields.
+RECIPE_DEFAULTS: dict[str, Any] = {
+    "optim": "adamw_torch",
+    "lr_scheduler_type": "linear",
+    "warmup_steps": 0,
+    "report_to": "none",
+    "dataloader_num_workers": 0,
+    # The Trainer's NaN/inf loss filter reads the loss on the host every step, a device
+    # synchronization inside the timed loop.  A NaN loss still shows in the loss curve.
+    "logging_nan_inf_filter": False,
+}
+
+LOSS_CURVE_POINTS = 50  # about this many logged losses per cell; each log reads the loss once
+
+
+class HarnessTrainer(Trainer):
+    """A Trainer whose training dataloader (only) collates through a counting collator."""
+
+    def __init__(self, *args: Any, train_collator: Any = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.train_collator = train_collator
+
+    def get_train_dataloader(self):  # noqa: D401 - Trainer API
+        if self.train_collator is None:
+            return super().get_train_dataloader()
+        eval_collator = self.data_collator
+        self.data_collator = self.train_collator
+        try:
+            return super().get_train_dataloader()
+        finally:
+            self.data_collator = eval_collator
+
+
+@dataclass
+class PreparedCell:
+    spec: CellSpec
+    data: TaskData
+    train_dataset: FeatureDataset
+    eval_dataset: FeatureDataset
+    tokenizer: Any
+    model: Any
+    provenance: dict[str, Any]  # checkpoint and data sources, tokenizer, model shape
+    args: transformers.TrainingArguments
+    use_cuda: bool
+    planned_steps: int
+
+    def collator(self) -> DataCollatorWithPadding:
+        return DataCollatorWithPadding(self.tokenizer)
+
+    def make_trainer(self, trainer_cls: type[Trainer] = Trainer, **kwargs: Any) -> Trainer:
+        """A Trainer over this cell.  The Trainer's printer (a print per logged step) is removed."""
+        trainer = trainer_cls(
+            model=self.model,
+            args=self.args,
+            train_dataset=self.train_dataset,
+            eval_dataset=self.eval_dataset,
+            data_collator=self.collator(),
+            compute_metrics=metrics.compute_metrics,
+            **compat.trainer_processing_kwargs(self.tokenizer),
+            **kwargs,
+        )
+        trainer.remove_callback(PrinterCallback)
+        return trainer
+
+
+class CellSkipped(Exception):
+    """The cell cannot run on this machine; the message is the reason."""
+
+
+def precision_unsupported(precision: str, use_cuda: bool) -> str | None:
+    """Why this device cannot run ``precision``, or None when it can."""
+    if precision == "fp16" and not use_cuda:
+        return "fp16 mixed precision (with loss scaling) needs a CUDA device; this cell runs on the CPU"
+    if precision == "bf16" and use_cuda and not torch.cuda.is_bf16_supported():
+        name = torch.cuda.get_device_name(0)
+        return f"bf16 needs a GPU with bfloat16 support (compute capability 8.0+); {name} has none"
+    return None
+
+
+def planned_optimizer_steps(spec: CellSpec, n_train: int, accumulation: int) -> int:
+    if spec.max_steps > 0:
+        return spec.max_steps
+    per_epoch = max(1, math.ceil(n_train / spec.batch_size) // accumulation)
+    return int(math.ceil(per_epoch * spec.num_train_epochs))
+
+
+def prepare_cell(
+    spec: CellSpec,
+    *,
+    use_cuda: bool,
+    output_dir: str | Path,
+    glue_dir: str | None = None,
+    show_progress: bool = False,
+) -> PreparedCell:
+    reason = precision_unsupported(spec.precision, use_cuda)
+    if reason:
+        raise CellSkipped(reason)
+    if use_cuda and not torch.cuda.is_available():
+        raise CellSkipped("the cell asks for a CUDA device and none is visible")
+
+    data = load_task(spec.task, glue_dir)
+    tokenizer = load_tokenizer(spec.tokenizer or spec.checkpoint)
+    tokenized = tokenize_task(
+        data, tokenizer, pad_to_max_length=spec.padding == "max_length", max_length=spec.max_length
+    )
+    transformers.set_seed(spec.seed)  # the Trainer seeds too, but only after the model exists
+
+    model, model_info = load_model(spec.checkpoint, weights=spec.weights, num_labels=TASKS[spec.task].num_labels)
+    provenance = {
+        **model_info,
+        **describe(model),
+        "tokenizer": spec.tokenizer or spec.checkpoint,
+        "data_source": data.source,
+    }
+
+    extra = {**RECIPE_DEFAULTS, **spec.extra_training_args}
+    accumulation = int(extra.get("gradient_accumulation_steps", 1))
+    steps = planned_optimizer_steps(spec, len(tokenized.train), accumulation)
+    extra.setdefault("logging_steps", max(1, steps // LOSS_CURVE_POINTS))
+    args = compat.training_arguments(
+        output_dir=str(output_dir),
+        per_device_train_batch_size=spec.batch_size,
+        per_device_eval_batch_size=spec.batch_size,
+        learning_rate=spec.learning_rate,
+        num_train_epochs=spec.num_train_epochs,
+        max_steps=spec.max_steps,
+        weight_decay=spec.weight_decay,
+        seed=spec.seed,
+        fp16=spec.precision == "fp16",
+        bf16=spec.precision == "bf16",
+        group_by_length=spec.padding == "bucketed",
+        eval_strategy="no",
+        save_strategy="no",
+        logging_strategy="steps",
+        disable_tqdm=not show_progress,
+        use_cpu=not use_cuda,
+        **extra,
+    )
+    return PreparedCell(
+        spec=spec,
+        data=data,
+        train_dataset=tokenized.train,
+        eval_dataset=tokenized.validation,
+        tokenizer=tokenizer,
+        model=model,
+        provenance=provenance,
+        args=args,
+        use_cuda=use_cuda,
+        planned_steps=steps,
+    )
+
+
+def run_cell(
+    spec: CellSpec,
+    *,
+    run_id: str,
+    use_cuda: bool,
+    glue_dir: str | None = None,
+    show_progress: bool = False,
+) -> CellResult:
+    """Fine-tune one cell under the instruments.  Never raises for a failed cell."""
+    started = utc_now()
+    env = environment()
+
+    def finish(status: str, reason: str | None = None, **fields: Any) -> CellResult:
+        return CellResult(
+            spec=spec, status=status, run_id=run_id, env=env, started_at=started,
+            finished_at=utc_now(), reason=reason, **fields,
+        )
+
+    scratch = tempfile.TemporaryDirectory(prefix=f"harness-{spec.id}-")
+    trainer = prepared = None
+    try:
+        prepared = prepare_cell(
+            spec, use_cuda=use_cuda, output_dir=scratch.name, glue_dir=glue_dir, show_progress=show_progress
+        )
+        counting = CountingCollator(prepared.collator())
+        timer = StepTimer(use_cuda=use_cuda)
+        trainer = prepared.make_trainer(HarnessTrainer, train_collator=counting, callbacks=[timer])
+        figures, samples = _train_and_evaluate(trainer, prepared, counting, timer)
+        figures["majority_class_accuracy"] = prepared.data.majority_rate
+        return finish("ok", metrics=figures, samples=samples, provenance=prepared.provenance)
+    except CellSkipped as exc:
+        return finish("skipped", str(exc))
+    except torch.cuda.OutOfMemoryError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else "CUDA out of memory"
+        return finish(
+            "oom",
+            f"out of GPU memory at batch_size={spec.batch_size}, precision={spec.precision}: {first}",
+            provenance=prepared.provenance if prepared else {},
+        )
+    except (CheckpointError, DataError, MeasurementError) as exc:
+        return finish("error", str(exc))
+    except Exception as exc:  # a crashed cell must not take the rest of the matrix with it
+        tb = traceback.format_exc(limit=8)
+        return finish("error", f"{type(exc).__name__}: {exc}\n{tb}")
+    finally:
+        del trainer, prepared
+        gc.collect()
+        if use_cuda and torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        scratch.cleanup()
+
+
+def _synchronize(use_cuda: bool) -> None:
+    if use_cuda:
+        torch.cuda.synchronize()
+
+
+def _train_and_evaluate(
+    trainer: HarnessTrainer, prepared: PreparedCell, counting: CountingCollator, timer: StepTimer
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    spec, use_cuda = prepared.spec, prepared.use_cuda
+    if use_cuda:
+        torch.cuda.reset_peak_memory_stats()
+        device_index = torch.cuda.current_device()
+        reader = nvml_memory_reader(device_index)
+    else:
+        reader = process_rss_bytes
+    sampler = Sampler(reader or (lambda: None))
+
+    _synchronize(use_cuda)
+    with sampler:
+        t0 = time.perf_counter()
+        trainer.train()
+        _synchronize(use_cuda)
+        train_wall = time.perf_counter() - t0
+
+    accumulation = trainer.args.gradient_accumulation_steps
+    step_seconds = timer.step_seconds()
+    figures: dict[str, Any] = summarize_training(
+        step_seconds, counting.batches, warmup=spec.timing_warmup_steps, accumulation=accumulation
+    )
+    figures["train_wall_s"] = train_wall
+    figures["train_samples"] = sum(b.samples for b in counting.batches[: len(step_seconds) * accumulation])
+    if use_cuda:
+        figures["peak_mem_allocated_bytes"] = torch.cuda.max_memory_allocated()
+        figures["peak_mem_reserved_bytes"] = torch.cuda.max_memory_reserved()
+        figures["peak_device_mem_used_bytes"] = sampler.peak  # NVML: the device's own view
+    else:
+        figures["peak_rss_bytes"] = sampler.peak
+
+    losses = [(e["step"], e["loss"]) for e in trainer.state.log_history if "loss" in e]
+    figures["final_train_loss"] = losses[-1][1] if losses else None
+
+    if spec.evaluate:
+        _synchronize(use_cuda)
+        t0 = time.perf_counter()
+        result = trainer.evaluate()
+        _synchronize(use_cuda)
+        eval_wall = time.perf_counter() - t0
+        n_eval = len(prepared.eval_dataset)
+        figures.update(
+            eval_wall_s=eval_wall,
+            eval_samples=n_eval,
+            eval_samples_per_s=n_eval / eval_wall,
+            eval_loss=result.get("eval_loss"),
+            eval_accuracy=result.get("eval_accuracy"),
+            eval_f1=result.get("eval_f1"),
+        )
+    samples = {
+        "step_seconds": step_seconds,
+        "loss_curve": [[step, loss] for step, loss in losses],
+        "memory_samples_bytes": sampler.samples[:: max(1, len(sampler.samples) // 200)],
+    }
+    return figures, samples
