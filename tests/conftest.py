@@ -8,6 +8,9 @@ from pathlib import Path
 
 import pytest
 
+# The tests never use the network: the hub client reads this once, when it is imported.
+os.environ["HF_HUB_OFFLINE"] = "1"
+
 pytest_plugins = ["pytester"]
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,6 +38,9 @@ def _glue_env(monkeypatch: pytest.MonkeyPatch) -> None:
     if found is not None:
         monkeypatch.setenv("GLUE_DIR", str(found))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
 
 
 @pytest.fixture(scope="session")

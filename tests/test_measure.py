@@ -1,0 +1,74 @@
+import time
+
+import pytest
+import torch
+
+from harness.measure import BatchCount, CountingCollator, MeasurementError, Sampler, StepTimer, group_batches, summarize_training
+
+
+def test_warmup_steps_are_excluded_and_tokens_counted():
+    seconds = [5.0, 3.0, 1.0, 1.0, 2.0]  # the first two are warmup
+    batches = [BatchCount(8, 100 + i, 200) for i in range(5)] + [BatchCount(8, 999, 999)]  # one prefetched extra
+    s = summarize_training(seconds, batches, warmup=2)
+    assert s["timed_steps"] == 3 and s["timed_seconds"] == pytest.approx(4.0)
+    assert s["timed_samples"] == 24
+    assert s["train_samples_per_s"] == pytest.approx(24 / 4.0)
+    assert s["train_steps_per_s"] == pytest.approx(3 / 4.0)
+    assert s["real_tokens_per_s"] == pytest.approx((102 + 103 + 104) / 4.0)
+    assert s["padded_tokens_per_s"] == pytest.approx(600 / 4.0)
+    assert s["padding_efficiency"] == pytest.approx(309 / 600)
+    assert s["train_real_tokens"] == sum(100 + i for i in range(5))  # the extra batch is not counted
+    assert s["step_time_median_s"] == pytest.approx(1.0)
+
+
+def test_gradient_accumulation_groups_batches_into_steps():
+    batches = [BatchCount(4, 10, 20), BatchCount(4, 30, 40), BatchCount(2, 5, 6), BatchCount(2, 7, 8)]
+    assert group_batches(batches, steps=2, accumulation=2) == [BatchCount(8, 40, 60), BatchCount(4, 12, 14)]
+    s = summarize_training([1.0, 2.0], batches, warmup=1, accumulation=2)
+    assert s["timed_samples"] == 4 and s["train_samples_per_s"] == pytest.approx(2.0)
+
+
+def test_too_few_steps_or_batches_are_errors():
+    with pytest.raises(MeasurementError, match="no step is left to time"):
+        summarize_training([1.0, 1.0], [BatchCount(1, 1, 1)] * 2, warmup=2)
+    with pytest.raises(MeasurementError, match="collator counted 1"):
+        summarize_training([1.0, 1.0], [BatchCount(1, 1, 1)], warmup=0)
+
+
+def test_counting_collator_counts_real_and_padded_tokens(tokenizer):
+    from transformers import DataCollatorWithPadding
+
+    features = [tokenizer("a short one"), tokenizer("a somewhat longer sentence than the other one")]
+    collate = CountingCollator(DataCollatorWithPadding(tokenizer))
+    batch = collate(features)
+    width = batch["input_ids"].shape[1]
+    assert width == max(len(f["input_ids"]) for f in features)
+    assert collate.batches == [BatchCount(2, sum(len(f["input_ids"]) for f in features), 2 * width)]
+
+
+def test_sampler_keeps_peak_and_a_final_reading():
+    values = iter([1.0, 5.0, 2.0] + [3.0] * 1000)
+    with Sampler(lambda: next(values), interval_s=0.001) as sampler:
+        time.sleep(0.05)
+    assert sampler.peak == 5.0 and len(sampler.samples) >= 4
+
+
+def test_step_timer_marks_every_step_on_the_cpu():
+    timer = StepTimer(use_cuda=False)
+    timer.on_train_begin(None, None, None)
+    for _ in range(3):
+        time.sleep(0.01)
+        timer.on_step_end(None, None, None)
+    steps = timer.step_seconds()
+    assert len(steps) == 3 and all(s >= 0.009 for s in steps)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA events need a GPU")
+def test_step_timer_uses_cuda_events():  # pragma: no cover - GPU only
+    timer = StepTimer(use_cuda=True)
+    timer.on_train_begin(None, None, None)
+    x = torch.randn(2048, 2048, device="cuda")
+    for _ in range(2):
+        x = x @ x
+        timer.on_step_end(None, None, None)
+    assert all(s > 0 for s in timer.step_seconds())

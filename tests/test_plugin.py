@@ -1,0 +1,110 @@
+"""The pytest face, driven end to end with pytester."""
+
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "test_mrpc.py"
+
+
+@pytest.fixture
+def bench(pytester, tiny_bert_dir):
+    """A pytester project with the real benchmark test file and a tiny matrix."""
+    pytester.makepyfile(test_mrpc=BENCH.read_text())
+    pytester.path.joinpath("benchmarks").mkdir()
+    pytester.path.joinpath("benchmarks", "tiny.toml").write_text(textwrap.dedent(f"""
+        [matrix]
+        name = "tiny"
+        [defaults]
+        checkpoint = "{tiny_bert_dir}"
+        weights = "random"
+        max_steps = 6
+        timing_warmup_steps = 2
+        evaluate = false
+        [axes]
+        padding = ["dynamic", "max_length"]
+        batch_size = [4]
+        precision = ["fp32", "fp16"]
+    """))
+    return pytester
+
+
+def test_help_lists_the_options(pytester):
+    result = pytester.runpytest("--help")
+    result.stdout.fnmatch_lines(["*--gpu*", "*--matrix=NAME_OR_PATH*", "*--results-dir=DIR*"])
+
+
+def test_gpu_without_cuda_fails_at_once(pytester):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA device")
+    result = pytester.runpytest("--gpu")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--gpu runs the GPU suite, but no CUDA device is visible*"])
+
+
+def test_a_matrix_runs_writes_results_and_summarizes(bench):
+    result = bench.runpytest("--matrix", "tiny", "-p", "no:cacheprovider", "--benchmark-json", "bench.json")
+    result.assert_outcomes(passed=2, skipped=2)
+    result.stdout.fnmatch_lines([
+        "*trainer-bench*",
+        "*mrpc-*-dynamic-bs4-fp32*ok*",
+        "*mrpc-*-dynamic-bs4-fp16*skipped*",
+        "results (complete): *",
+    ])
+    (run_dir,) = (bench.path / "results" / "runs").iterdir()
+    manifest = json.loads((run_dir / "run.json").read_text())
+    assert manifest["state"] == "complete" and len(manifest["planned"]) == 4
+    cells = sorted(p.name for p in run_dir.glob("mrpc-*.json"))
+    assert len(cells) == 4
+    doc = json.loads((run_dir / cells[0]).read_text())
+    assert doc["status"] in ("ok", "skipped") and doc["env"]["hardware_key"]
+    bench_json = json.loads((bench.path / "bench.json").read_text())
+    infos = {b["extra_info"]["cell_id"]: b["extra_info"] for b in bench_json["benchmarks"]}
+    ok = [i for i in infos.values() if i["status"] == "ok"]
+    assert len(ok) == 2 and all(i["train_samples_per_s"] > 0 and "padding_efficiency" in i for i in ok)
+
+
+def test_k_selects_cells_by_readable_id_and_results_dir_is_honoured(bench, tmp_path):
+    out = tmp_path / "elsewhere"
+    result = bench.runpytest("--matrix", "tiny", "-k", "max_length-bs4-fp32", "--results-dir", str(out))
+    result.assert_outcomes(passed=1, deselected=3)
+    (run_dir,) = (out / "runs").iterdir()
+    manifest = json.loads((run_dir / "run.json").read_text())
+    assert manifest["state"] == "complete" and manifest["planned"] == [manifest["finished"][0]]
+    assert manifest["finished"][0].endswith("max_length-bs4-fp32")
+
+
+def test_a_malformed_matrix_is_refused_before_anything_runs(bench):
+    bad = bench.path / "benchmarks" / "bad.toml"
+    bad.write_text('[axes]\nprecision = ["fp8"]\n')
+    result = bench.runpytest("--matrix", str(bad))
+    assert result.ret != pytest.ExitCode.OK
+    output = result.stdout.str() + result.stderr.str()
+    assert "bad.toml" in output and "`precision` = 'fp8'" in output and "'bf16'" in output
+    assert not (bench.path / "results").exists(), "nothing ran, nothing was written"
+
+
+def test_an_unknown_matrix_name_lists_the_known_ones(bench):
+    result = bench.runpytest("--matrix", "nightlyy")
+    assert result.ret != pytest.ExitCode.OK
+    assert "known names: ['tiny']" in result.stdout.str() + result.stderr.str()
+
+
+def test_a_failing_cell_fails_its_test_and_the_others_still_run(bench):
+    bench.path.joinpath("benchmarks", "mixed.toml").write_text(textwrap.dedent("""
+        [defaults]
+        weights = "random"
+        max_steps = 4
+        timing_warmup_steps = 1
+        evaluate = false
+        [axes]
+        checkpoint = ["no-such-org/no-such-model", "%s"]
+        batch_size = [4]
+    """ % bench.path.joinpath("benchmarks", "tiny.toml").read_text().split('checkpoint = "')[1].split('"')[0]))
+    result = bench.runpytest("--matrix", "mixed")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*no-such-model*error*cannot load*"])
