@@ -84,7 +84,6 @@ class StepTimer(TrainerCallback):
         if len(self._marks) < 2:
             return []
         if self.use_cuda:
-            import torch
 
             self._marks[-1].synchronize()
             return [a.elapsed_time(b) / 1000.0 for a, b in zip(self._marks, self._marks[1:])]

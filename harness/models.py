@@ -112,7 +112,9 @@ def load_config(name: str, num_labels: int) -> tuple[Any, str]:
     return config, resolved.source
 
 
-def load_model(name: str, *, weights: str, num_labels: int, config_overrides: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
+def load_model(
+    name: str, *, weights: str, num_labels: int, config_overrides: dict[str, Any] | None = None
+) -> tuple[Any, dict[str, Any]]:
     """Build the sequence-classification model; returns it with a record of where it came from."""
     overrides = dict(config_overrides or {})
     if weights == "random":
@@ -147,7 +149,7 @@ def describe(model: Any) -> dict[str, Any]:
 
 def _load_failure(what: str, name: str, resolved: Resolved, exc: Exception) -> str:
     offline = sorted(set(OFFLINE_PACKAGES) | set(BUILTIN_CONFIGS))
-    first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    first_line = str(exc).strip().splitlines()[0].rstrip(".") if str(exc).strip() else type(exc).__name__
     return (
         f"cannot load the {what} of checkpoint {name!r} (tried {resolved.source} {resolved.location!r}): "
         f"{first_line}. A checkpoint is a local folder with config.json, a hub id reachable from here or in "

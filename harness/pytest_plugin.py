@@ -10,18 +10,27 @@ Options::
     --matrix NAME_OR_PATH   a matrix file, or NAME for benchmarks/NAME.toml
                             (default: smoke, or nightly with --gpu)
     --results-dir DIR       where runs are written (default: results/ under the rootdir)
+    --baselines-dir DIR     where baselines live (default: <results-dir>/baselines)
+    --repeats N             measure each cell N times; the gate uses the median and spread
+    --seeds N               run each cell under N seeds (seed, seed+1, ...): quality mean and std
+    --confirm K             re-run a cell that crosses a speed or memory threshold K times
+    --update-baselines      write this run's figures as the new baselines (and only then)
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from .results import CellResult, RunWriter, new_run_id
+from .baselines import load_baseline, write_baseline
+from .gate import Verdict, judge, needs_confirmation
+from .results import CellResult, ResultsError, RunWriter, new_run_id
 from .spec import Matrix, SpecError, load_matrix
+from .stats import fold
 
 DEFAULT_MATRIX = {False: "smoke", True: "nightly"}
 
@@ -47,6 +56,43 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         help="where each run's results are written, as runs/<run-id>/<cell-id>.json (default: results/)",
     )
+    group.addoption(
+        "--baselines-dir",
+        metavar="DIR",
+        default=None,
+        help="where baselines live, as <hardware-key>/<cell-id>.json (default: <results-dir>/baselines)",
+    )
+    group.addoption(
+        "--repeats", metavar="N", type=_positive_int, default=1,
+        help="measure each cell N times; verdicts use the median and the spread (default: 1)",
+    )
+    group.addoption(
+        "--seeds", metavar="N", type=_positive_int, default=None,
+        help="run each cell under N seeds (its seed, seed+1, ...) and record quality mean and std; "
+        "with --update-baselines this sets the quality band of cells without a published reference",
+    )
+    group.addoption(
+        "--confirm", metavar="K", type=_non_negative_int, default=2,
+        help="re-run a cell that crosses a speed or memory threshold K times before it fails (default: 2)",
+    )
+    group.addoption(
+        "--update-baselines", action="store_true", default=False,
+        help="write this run's figures as the baselines of its cells; nothing else ever writes them",
+    )
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError(f"{text} is not a positive integer")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError(f"{text} is not a non-negative integer")
+    return value
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -76,6 +122,7 @@ class HarnessSession:
         self.writer: RunWriter | None = None
         self.results: list[CellResult] = []
         self.planned: list[str] = []  # ids of the cells selected to run, in order
+        self.updated: list[Path] = []  # baselines written by --update-baselines
 
     # ------------------------------------------------------------ matrix
 
@@ -106,6 +153,10 @@ class HarnessSession:
         given = self.config.getoption("results_dir")
         return Path(given) if given else self.config.rootpath / "results"
 
+    def baselines_dir(self) -> Path:
+        given = self.config.getoption("baselines_dir")
+        return Path(given) if given else self.results_dir() / "baselines"
+
     def run_writer(self) -> RunWriter:
         """The run's folder, made when the first cell finishes (a run of no cell writes nothing)."""
         if self.writer is None:
@@ -120,6 +171,64 @@ class HarnessSession:
     def record(self, result: CellResult) -> Path:
         self.results.append(result)
         return self.run_writer().add(result)
+
+    # ------------------------------------------------------------ measuring and judging
+
+    def _run(self, cell: Any) -> CellResult:
+        from .data import glue_dir_from_env
+        from .runner import run_cell
+
+        return run_cell(cell, run_id=self.run_writer().run_id, use_cuda=self.use_cuda, glue_dir=glue_dir_from_env())
+
+    def measure(self, cell: Any, count: int, *, vary_seed: bool) -> CellResult:
+        runs = []
+        for i in range(count):
+            runs.append(self._run(replace(cell, seed=cell.seed + i) if vary_seed else cell))
+            if not runs[-1].ok:
+                break
+        return fold(runs)
+
+    def measure_and_judge(self, cell: Any, benchmark: Any) -> tuple[CellResult, Verdict, str | None]:
+        seeds = self.config.getoption("seeds")
+        count = max(self.config.getoption("repeats"), seeds or 1)
+        holder: dict[str, CellResult] = {}
+
+        def once() -> None:
+            holder["result"] = self.measure(cell, count, vary_seed=bool(seeds))
+
+        benchmark.pedantic(once, rounds=1, iterations=1, warmup_rounds=0)
+        result = holder["result"]
+        baseline, baseline_error, source = None, None, None
+        if result.ok:
+            try:
+                baseline, path = load_baseline(self.baselines_dir(), result.env["hardware_key"], result.id)
+                source = str(path) if baseline is not None else None
+            except ResultsError as exc:
+                baseline_error = f"{exc} (fix or delete it, or rewrite it with --update-baselines)"
+        verdict = judge(result, baseline, baseline_source=source)
+        confirm = self.config.getoption("confirm")
+        if needs_confirmation(verdict) and confirm > 0:
+            confirmed = self.measure(cell, confirm, vary_seed=False)
+            if confirmed.ok:
+                again = judge(confirmed, baseline, baseline_source=source)
+                quality = [f for f in verdict.findings if f.kind == "quality"]
+                speed = [f for f in again.findings if f.kind != "quality"]
+                verdict = Verdict(
+                    result.id,
+                    "regression" if any(f.verdict == "regression" for f in speed + quality) else again.verdict,
+                    speed + quality,
+                    again.env_changes,
+                    source,
+                    confirmation=[dict(r) for r in confirmed.samples["repeats"]],
+                    note="" if any(f.verdict == "regression" for f in speed) else
+                    "the first measurement crossed a threshold; the confirmation runs did not",
+                )
+                result.samples["first_measurement"] = result.samples.get("repeats")
+                result.samples["confirmation"] = confirmed.samples["repeats"]
+        if baseline_error:
+            verdict = Verdict(result.id, "error", verdict.findings, note=baseline_error)
+        result.verdict = verdict.to_dict()
+        return result, verdict, baseline_error
 
     # ------------------------------------------------------------ hooks
 
@@ -146,6 +255,8 @@ class HarnessSession:
         if self.writer is not None:
             state = self.writer.manifest["state"]
             tr.write_line(f"results ({state}): {self.writer.dir}")
+        if self.updated:
+            tr.write_line(f"baselines written ({len(self.updated)}): {self.updated[0].parent}")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -163,30 +274,30 @@ def harness_session(request: pytest.FixtureRequest) -> HarnessSession:
 
 @pytest.fixture
 def run_benchmark_cell(harness_session: HarnessSession, benchmark: Any):
-    """Run one cell once under pytest-benchmark; keep its result; skip or fail as it ended."""
-    from .runner import run_cell
+    """Measure one cell (repeats, seeds), judge it against its baseline and references,
+    keep the result, and skip or fail the test as the verdict says."""
 
     def run(cell: Any) -> CellResult:
-        from .data import glue_dir_from_env
-
-        holder: dict[str, CellResult] = {}
-
-        def once() -> None:
-            holder["result"] = run_cell(
-                cell,
-                run_id=harness_session.run_writer().run_id,
-                use_cuda=harness_session.use_cuda,
-                glue_dir=glue_dir_from_env(),
-            )
-
-        benchmark.pedantic(once, rounds=1, iterations=1, warmup_rounds=0)
-        result = holder["result"]
+        result, verdict, baseline_error = harness_session.measure_and_judge(cell, benchmark)
         path = harness_session.record(result)
         benchmark.extra_info.update(extra_info(result, path))
+        if harness_session.config.getoption("update_baselines") and result.ok:
+            written = write_baseline(result, harness_session.baselines_dir())
+            harness_session.updated.append(written)
         if result.status == "skipped":
             pytest.skip(result.reason or "skipped")
         if result.status != "ok":
             pytest.fail(f"{result.id}: {result.status}: {result.reason}", pytrace=False)
+        if baseline_error:
+            pytest.fail(f"{result.id}: baseline unusable: {baseline_error}", pytrace=False)
+        if verdict.failed and not harness_session.config.getoption("update_baselines"):
+            pytest.fail(verdict.message(), pytrace=False)
+        if verdict.verdict == "new" and not harness_session.config.getoption("update_baselines"):
+            pytest.skip(
+                f"new: no baseline for {result.id} on {result.env['hardware_key']} "
+                f"(in {harness_session.baselines_dir()}); figures recorded, nothing judged. "
+                f"Write one deliberately with --update-baselines."
+            )
         return result
 
     return run
@@ -203,6 +314,7 @@ def extra_info(result: CellResult, path: Path) -> dict[str, Any]:
         "torch": env.get("libraries", {}).get("torch"),
         "transformers": env.get("libraries", {}).get("transformers"),
         "spec": result.spec.to_dict(),
+        "verdict": (result.verdict or {}).get("verdict"),
     }
     info.update({k: v for k, v in result.metrics.items() if isinstance(v, (int, float)) or v is None})
     return info

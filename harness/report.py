@@ -40,7 +40,7 @@ def summary_rows(results: Iterable[CellResult]) -> list[list[str]]:
         rows.append(
             [
                 r.id,
-                r.status,
+                r.status if r.status != "ok" or not r.verdict else r.verdict["verdict"],
                 _fmt(m.get("train_samples_per_s"), ".1f"),
                 _fmt(m.get("real_tokens_per_s"), ".0f"),
                 _fmt(m.get("padding_efficiency"), ".1%"),
@@ -53,7 +53,7 @@ def summary_rows(results: Iterable[CellResult]) -> list[list[str]]:
     return rows
 
 
-SUMMARY_HEADERS = ["cell", "status", "samples/s", "real tok/s", "pad eff", "peak mem", "acc", "f1", "note"]
+SUMMARY_HEADERS = ["cell", "verdict", "samples/s", "real tok/s", "pad eff", "peak mem", "acc", "f1", "note"]
 
 
 def summary_table(results: Iterable[CellResult], tablefmt: str = "simple") -> str:

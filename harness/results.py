@@ -43,6 +43,7 @@ class CellResult:
     started_at: str = ""
     finished_at: str = ""
     reason: str | None = None  # why a cell was skipped, or what went wrong
+    verdict: dict[str, Any] | None = None  # the gate's verdict, when it judged the cell
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
@@ -70,6 +71,7 @@ class CellResult:
             "provenance": self.provenance,
             "samples": _finite(self.samples),
             "env": self.env,
+            "verdict": self.verdict,
         }
 
     @classmethod
@@ -98,6 +100,7 @@ class CellResult:
                 started_at=data.get("started_at", ""),
                 finished_at=data.get("finished_at", ""),
                 reason=data.get("reason"),
+                verdict=data.get("verdict"),
             )
         except (SpecError, TypeError, ValueError) as exc:
             raise ResultsError(f"{source}: malformed result: {exc}") from None
@@ -122,6 +125,7 @@ def write_json_atomic(path: Path, document: Any) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; results are meant to be shared
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             json.dump(document, handle, indent=2, sort_keys=False, allow_nan=False)
             handle.write("\n")
@@ -132,6 +136,12 @@ def write_json_atomic(path: Path, document: Any) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_result(result: CellResult, run_dir: Path) -> Path:

@@ -25,7 +25,15 @@ from transformers.trainer_callback import PrinterCallback
 from . import compat, metrics
 from .data import TASKS, DataError, FeatureDataset, TaskData, load_task, tokenize_task
 from .env import environment
-from .measure import CountingCollator, MeasurementError, Sampler, StepTimer, nvml_memory_reader, process_rss_bytes, summarize_training
+from .measure import (
+    CountingCollator,
+    MeasurementError,
+    Sampler,
+    StepTimer,
+    nvml_memory_reader,
+    process_rss_bytes,
+    summarize_training,
+)
 from .models import CheckpointError, describe, load_model, load_tokenizer
 from .results import CellResult, utc_now
 from .spec import CellSpec

@@ -43,6 +43,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .thresholds import Threshold, ThresholdError
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on 3.10 only
@@ -68,6 +70,9 @@ RESERVED_TRAINING_ARGS = {
     "do_train": "set by the harness",
     "do_eval": "use `evaluate`",
 }
+
+# Cell fields whose value is a list (everywhere else a list means "sweep these").
+LIST_FIELDS = ("thresholds",)
 
 # Axes that always appear in the id, in this order; other varying axes become suffixes.
 _ID_AXES = ("task", "checkpoint", "padding", "batch_size", "precision")
@@ -102,6 +107,8 @@ class CellSpec:
     evaluate: bool = True
     # Extra TrainingArguments fields, as sorted (name, value) pairs.
     training_args: tuple[tuple[str, Any], ...] = ()
+    # Regression thresholds over the defaults, e.g. ("train_samples_per_s:-10%",).
+    thresholds: tuple[str, ...] = ()
     # Suffix that tells apart cells whose standard axes are equal (set by the matrix).
     label: str = ""
 
@@ -144,6 +151,14 @@ class CellSpec:
                 raise SpecError(_unknown_key_message(key))
             if isinstance(value, (list, dict)):
                 raise SpecError(f"`{key}` must be a single value in a cell (hashable), got {value!r}")
+        if isinstance(self.thresholds, str) or not isinstance(self.thresholds, (list, tuple)):
+            raise SpecError(f"`thresholds` must be a list of expressions, got {self.thresholds!r}")
+        object.__setattr__(self, "thresholds", tuple(self.thresholds))
+        for text in self.thresholds:
+            try:
+                Threshold.parse(text)
+            except ThresholdError as exc:
+                raise SpecError(f"`thresholds`: {exc}") from None
         if not isinstance(self.label, str):
             raise SpecError(f"`label` must be a string, got {self.label!r}")
 
@@ -172,6 +187,7 @@ class CellSpec:
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["training_args"] = dict(self.training_args)
+        data["thresholds"] = list(self.thresholds)
         return data
 
     @classmethod
@@ -180,7 +196,9 @@ class CellSpec:
         unknown = sorted(set(data) - known)
         if unknown:
             raise SpecError(f"unknown cell field(s) {unknown}; allowed: {sorted(known)}")
-        return cls(**dict(data))
+        data = dict(data)
+        data["thresholds"] = tuple(data.get("thresholds", ()))
+        return cls(**data)
 
 
 @dataclass(frozen=True)
@@ -240,14 +258,14 @@ def _parse_matrix(data: Mapping[str, Any], source: str, default_name: str) -> Ma
     defaults = _table(data, "defaults")
     for key, value in defaults.items():
         _check_key(f"[defaults] {key}", key)
-        if isinstance(value, list):
+        if isinstance(value, list) and key not in LIST_FIELDS:
             raise SpecError(f"[defaults] `{key}` is a list; lists of values to sweep belong in [axes]")
 
     axes = _table(data, "axes")
     for key, values in axes.items():
         _check_key(f"[axes] {key}", key)
-        if key == "label":
-            raise SpecError("[axes] `label` cannot be swept; it is derived from the swept axes")
+        if key in ("label", *LIST_FIELDS):
+            raise SpecError(f"[axes] `{key}` cannot be swept; set it in [defaults], [[override]] or [[cells]]")
         if not isinstance(values, list) or not values:
             raise SpecError(f"[axes] `{key}` must be a non-empty list of values, got {values!r}")
         if len(set(map(repr, values))) != len(values):
@@ -292,7 +310,7 @@ def _parse_matrix(data: Mapping[str, Any], source: str, default_name: str) -> Ma
     for i, extra in enumerate(extra_cells):
         for key, value in extra.items():
             _check_key(f"[[cells]] #{i + 1} {key}", key)
-            if isinstance(value, list):
+            if isinstance(value, list) and key not in LIST_FIELDS:
                 raise SpecError(f"[[cells]] #{i + 1}: `{key}` is a list; a cell takes single values")
         raw_cells.append({**defaults, **extra})
 

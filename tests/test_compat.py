@@ -10,7 +10,7 @@ def test_builds_valid_training_arguments_on_the_installed_transformers(tmp_path)
     )
     assert isinstance(args, transformers.TrainingArguments)
     assert args.per_device_train_batch_size == 4
-    strategy = getattr(args, "eval_strategy", None) or getattr(args, "evaluation_strategy")
+    strategy = getattr(args, "eval_strategy", None) or args.evaluation_strategy
     assert str(getattr(strategy, "value", strategy)) == "no"
     grouped = getattr(args, "group_by_length", None) or getattr(args, "train_sampling_strategy", None) == "group_by_length"
     assert grouped

@@ -94,17 +94,17 @@ def test_an_unknown_matrix_name_lists_the_known_ones(bench):
     assert "known names: ['tiny']" in result.stdout.str() + result.stderr.str()
 
 
-def test_a_failing_cell_fails_its_test_and_the_others_still_run(bench):
-    bench.path.joinpath("benchmarks", "mixed.toml").write_text(textwrap.dedent("""
+def test_a_failing_cell_fails_its_test_and_the_others_still_run(bench, tiny_bert_dir):
+    bench.path.joinpath("benchmarks", "mixed.toml").write_text(textwrap.dedent(f"""
         [defaults]
         weights = "random"
         max_steps = 4
         timing_warmup_steps = 1
         evaluate = false
         [axes]
-        checkpoint = ["no-such-org/no-such-model", "%s"]
+        checkpoint = ["no-such-org/no-such-model", "{tiny_bert_dir}"]
         batch_size = [4]
-    """ % bench.path.joinpath("benchmarks", "tiny.toml").read_text().split('checkpoint = "')[1].split('"')[0]))
+    """))
     result = bench.runpytest("--matrix", "mixed")
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(["*no-such-model*error*cannot load*"])

@@ -5,6 +5,8 @@ import pytest
 from harness.results import SCHEMA_VERSION, CellResult, ResultsError, RunWriter, read_result, read_run, write_result
 from harness.spec import CellSpec
 
+DOC = {"schema_version": 1, "status": "ok", "run_id": "r", "spec": {}, "env": {}, "metrics": {}}
+
 
 def make_result(**metrics):
     return CellResult(
@@ -46,8 +48,8 @@ def test_unknown_schema_version_is_refused_with_the_file_name(tmp_path):
         ("{not json", "not valid JSON"),
         ("[1, 2]", "a result is a JSON object"),
         (json.dumps({"schema_version": 1, "status": "ok"}), "not a cell result, missing"),
-        (json.dumps({"schema_version": 1, "status": "fine", "run_id": "r", "spec": {}, "env": {}, "metrics": {}}), "malformed result"),
-        (json.dumps({"schema_version": 1, "status": "ok", "run_id": "r", "spec": {"padding": "dinamic"}, "env": {}, "metrics": {}}), "malformed result"),
+        (json.dumps({**DOC, "status": "fine"}), "malformed result"),
+        (json.dumps({**DOC, "spec": {"padding": "dinamic"}}), "malformed result"),
     ],
 )
 def test_corrupt_results_give_a_clear_error(tmp_path, content, fragment):

@@ -1,0 +1,263 @@
+"""What is judged: one verdict per cell over speed, memory and quality together.
+
+Speed and memory are held against the cell's stored baseline (same hardware key).  A
+change is a regression only when it is past its threshold *and* past the measured noise
+(the larger relative spread of the baseline's repeats and the current repeats; for a
+single repeat of a throughput figure, twice the standard error of its mean step time).
+
+Quality is held against a band.  Its centre is the published reference of the same split
+and metric where one exists (``references.py``), else the cell's own multi-seed baseline
+mean; its width is ``QUALITY_BAND_STD`` standard deviations of the measured seed spread
+(the baseline's, else this run's, else the published MRPC spread, said so).  Only a fall
+below the band fails: a better score than the reference is not a regression.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .references import PUBLISHED_SEED_STD_POINTS, PUBLISHED_SEED_STD_SOURCE, gating_reference, references_for
+from .results import CellResult
+from .stats import QUALITY_METRICS
+from .thresholds import DEFAULT_THRESHOLDS, GATED_METRICS, Threshold, resolve_thresholds
+
+QUALITY_BAND_STD = 2.0
+
+VERDICTS = ("pass", "regression", "improvement", "new", "skipped", "error")
+
+
+@dataclass(frozen=True)
+class Finding:
+    metric: str
+    kind: str  # "speed", "memory" or "quality"
+    verdict: str  # "pass", "regression", "improvement", "new" or "unchecked"
+    current: float | None
+    baseline: float | None = None
+    change: float | None = None  # relative (speed, memory) or in points (quality)
+    threshold: str | None = None
+    noise: float | None = None
+    note: str = ""
+
+    def line(self) -> str:
+        if self.kind == "quality":
+            return self.note
+        if self.baseline is None or self.change is None:
+            return f"{self.metric}: {_num(self.current)} ({self.note or 'no baseline'})"
+        return (
+            f"{self.metric}: {_num(self.baseline)} -> {_num(self.current)} ({self.change:+.1%}; "
+            f"threshold {self.threshold}, noise {self.noise:.1%}){' ' + self.note if self.note else ''}"
+        )
+
+
+@dataclass
+class Verdict:
+    cell_id: str
+    verdict: str
+    findings: list[Finding] = field(default_factory=list)
+    env_changes: list[str] = field(default_factory=list)
+    baseline_source: str | None = None
+    confirmation: list[dict[str, Any]] | None = None
+    note: str = ""
+
+    @property
+    def failed(self) -> bool:
+        return self.verdict in ("regression", "error")
+
+    def regressions(self) -> list[Finding]:
+        return [f for f in self.findings if f.verdict == "regression"]
+
+    def message(self) -> str:
+        lines = [f"{self.cell_id}: {self.verdict}"]
+        shown = self.regressions() if self.verdict == "regression" else [
+            f for f in self.findings if f.verdict != "pass" or f.kind == "quality"
+        ]
+        lines += [f"  {f.line()}" for f in shown]
+        if self.confirmation is not None:
+            lines.append(f"  confirmation runs: {_confirmation_text(self.confirmation, self.regressions())}")
+        if self.baseline_source:
+            lines.append(f"  baseline: {self.baseline_source}")
+        if self.env_changes:
+            lines.append(f"  environment changed: {'; '.join(self.env_changes)}")
+        elif self.baseline_source:
+            lines.append("  environment: no difference in hardware, driver or library versions")
+        if self.note:
+            lines.append(f"  {self.note}")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "verdict": self.verdict,
+            "findings": [asdict(f) for f in self.findings],
+            "env_changes": self.env_changes,
+            "baseline_source": self.baseline_source,
+            "confirmation": self.confirmation,
+            "note": self.note,
+        }
+
+
+def _num(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if abs(value) >= 1e6:
+        return f"{value / 2**20:.1f} MiB"
+    return f"{value:.4g}"
+
+
+def _confirmation_text(runs: list[dict[str, Any]], regressions: list[Finding]) -> str:
+    metrics = [f.metric for f in regressions] or ["train_samples_per_s"]
+    return "; ".join(
+        f"{m} " + ", ".join(_num(r.get(m)) for r in runs) for m in metrics
+    )
+
+
+# ---------------------------------------------------------------- environment
+
+
+def env_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """What differs between two environments, as 'torch 2.4.0 -> 2.5.0' lines."""
+    keys = ("gpu_name", "gpu_count", "gpu_driver", "cuda_version", "cpu_model", "cpu_count", "torch_num_threads", "python")
+    out = [f"{k} {old.get(k)} -> {new.get(k)}" for k in keys if old.get(k) != new.get(k)]
+    old_libs, new_libs = old.get("libraries", {}) or {}, new.get("libraries", {}) or {}
+    for name in sorted(set(old_libs) | set(new_libs)):
+        if old_libs.get(name) != new_libs.get(name):
+            out.append(f"{name} {old_libs.get(name)} -> {new_libs.get(name)}")
+    if old.get("harness_commit") != new.get("harness_commit"):
+        out.append(f"harness {str(old.get('harness_commit'))[:12]} -> {str(new.get('harness_commit'))[:12]}")
+    return out
+
+
+# ---------------------------------------------------------------- speed and memory
+
+
+def noise_of(result: CellResult, metric: str) -> float:
+    return float((result.samples.get("noise") or {}).get(metric, 0.0) or 0.0)
+
+
+def speed_findings(current: CellResult, baseline: CellResult | None, thresholds: dict[str, Threshold]) -> list[Finding]:
+    findings = []
+    for metric, threshold in thresholds.items():
+        value = current.metrics.get(metric)
+        if value is None:
+            continue  # e.g. GPU memory figures on a CPU run
+        kind = "memory" if metric.endswith("_bytes") else "speed"
+        if baseline is None:
+            findings.append(Finding(metric, kind, "new", value, threshold=threshold.text))
+            continue
+        base = baseline.metrics.get(metric)
+        if base is None or base == 0:
+            findings.append(Finding(metric, kind, "new", value, threshold=threshold.text, note="not in the baseline"))
+            continue
+        change = (value - base) / base
+        noise = max(noise_of(current, metric), noise_of(baseline, metric))
+        delta = value - base
+        past_threshold = (abs(change) if threshold.relative else abs(delta)) > threshold.limit
+        past_noise = abs(change) > noise
+        bad = (delta * threshold.bad_direction) > 0
+        verdict = "pass"
+        if past_threshold and past_noise:
+            verdict = "regression" if bad else "improvement"
+        note = "past the threshold but within the measured noise" if past_threshold and not past_noise else ""
+        findings.append(Finding(metric, kind, verdict, value, base, change, threshold.text, noise, note))
+    return findings
+
+
+# ---------------------------------------------------------------- quality
+
+
+def is_full_finetune(result: CellResult) -> bool:
+    spec = result.spec
+    return spec.weights == "pretrained" and spec.max_steps < 0 and spec.evaluate
+
+
+def _points(metrics: dict[str, Any], name: str) -> float | None:
+    value = metrics.get(f"{name}_mean", metrics.get(name))
+    return None if value is None else 100.0 * float(value)
+
+
+def _seed_std(metrics: dict[str, Any], name: str) -> float | None:
+    std = metrics.get(f"{name}_std")
+    return None if std is None else 100.0 * float(std)
+
+
+def quality_findings(current: CellResult, baseline: CellResult | None) -> list[Finding]:
+    if not is_full_finetune(current):
+        return []
+    spec = current.spec
+    findings = []
+    for name in QUALITY_METRICS:
+        short = name.removeprefix("eval_")
+        value = _points(current.metrics, name)
+        if value is None:
+            continue
+        ref = gating_reference(spec.checkpoint, spec.task, short, split="dev")
+        std, std_source = None, ""
+        if baseline is not None and _seed_std(baseline.metrics, name) is not None:
+            std, std_source = _seed_std(baseline.metrics, name), f"baseline's {baseline.metrics.get('repeats')} seeds"
+        elif _seed_std(current.metrics, name) is not None:
+            std, std_source = _seed_std(current.metrics, name), f"this run's {current.metrics.get('repeats')} seeds"
+        if ref is not None:
+            centre, centre_source = ref.value, f"{ref.model} {ref.split} {short} {ref.value} ({ref.source})"
+        elif baseline is not None and _seed_std(baseline.metrics, name) is not None:
+            centre, centre_source = _points(baseline.metrics, name), f"own {baseline.metrics.get('repeats')}-seed baseline mean"
+        else:
+            others = [
+                f"{r.split} {r.metric} {r.value} ({r.source})"
+                for r in references_for(spec.checkpoint, spec.task)
+                if r.metric == short
+            ]
+            why = "no dev-split reference and no multi-seed baseline (run --seeds N --update-baselines)"
+            if others:
+                why += "; published for another split, not gated: " + ", ".join(others)
+            findings.append(Finding(name, "quality", "unchecked", value, note=f"{name} {value:.2f}: {why}"))
+            continue
+        if std is None:
+            std, std_source = PUBLISHED_SEED_STD_POINTS, f"published spread: {PUBLISHED_SEED_STD_SOURCE}"
+        lower = centre - QUALITY_BAND_STD * std
+        distance = value - centre
+        sigmas = distance / std if std > 0 else math.inf
+        verdict = "regression" if value < lower else "pass"
+        note = (
+            f"{name} {value:.2f} is {distance:+.2f} points ({sigmas:+.1f} std) from {centre_source}; "
+            f"band >= {lower:.2f} ({QUALITY_BAND_STD:g} x std {std:.2f}, {std_source})"
+        )
+        findings.append(Finding(name, "quality", verdict, value, centre, distance, f">= {lower:.2f}", std, note))
+    return findings
+
+
+# ---------------------------------------------------------------- the verdict
+
+
+def judge(
+    current: CellResult,
+    baseline: CellResult | None,
+    *,
+    matrix_thresholds: tuple[str, ...] = (),
+    baseline_source: str | None = None,
+) -> Verdict:
+    if current.status == "skipped":
+        return Verdict(current.id, "skipped", note=current.reason or "")
+    if current.status != "ok":
+        return Verdict(current.id, "error", note=f"{current.status}: {current.reason}")
+    thresholds = resolve_thresholds(DEFAULT_THRESHOLDS, matrix_thresholds, current.spec.thresholds)
+    findings = speed_findings(current, baseline, thresholds) + quality_findings(current, baseline)
+    verdicts = {f.verdict for f in findings}
+    if "regression" in verdicts:
+        overall = "regression"
+    elif baseline is None:
+        overall = "new"
+    elif "improvement" in verdicts:
+        overall = "improvement"
+    else:
+        overall = "pass"
+    changes = env_changes(baseline.env, current.env) if baseline is not None else []
+    return Verdict(current.id, overall, findings, changes, baseline_source)
+
+
+def needs_confirmation(verdict: Verdict) -> bool:
+    """A speed or memory regression is re-measured before it fails; quality is not (seeds are)."""
+    return any(f.kind in ("speed", "memory") for f in verdict.regressions())
+
+
+__all__ = ["GATED_METRICS", "Finding", "Verdict", "env_changes", "judge", "needs_confirmation"]

@@ -1,0 +1,101 @@
+"""Regression thresholds as short expressions, parsed and checked up front.
+
+::
+
+    train_samples_per_s:-5%        a fall of more than 5% is a regression
+    peak_mem_reserved_bytes:+5%    a rise of more than 5% is a regression
+    peak_mem_reserved_bytes:+512MiB   absolute forms: units of the metric, or bytes with KiB/MiB/GiB
+    train_samples_per_s:-2.5       a fall of more than 2.5 samples/s
+
+The sign says which way is bad, and must agree with the metric: throughput falls,
+memory and time rise.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+# metric -> the direction that is bad (-1: a fall, +1: a rise)
+GATED_METRICS: dict[str, int] = {
+    "train_samples_per_s": -1,
+    "train_steps_per_s": -1,
+    "real_tokens_per_s": -1,
+    "padded_tokens_per_s": -1,
+    "eval_samples_per_s": -1,
+    "train_wall_s": +1,
+    "eval_wall_s": +1,
+    "peak_mem_allocated_bytes": +1,
+    "peak_mem_reserved_bytes": +1,
+    "peak_device_mem_used_bytes": +1,
+    "peak_rss_bytes": +1,
+}
+
+DEFAULT_THRESHOLDS: tuple[str, ...] = (
+    "train_samples_per_s:-5%",
+    "peak_mem_allocated_bytes:+5%",
+    "peak_mem_reserved_bytes:+5%",
+    "peak_device_mem_used_bytes:+5%",
+    "peak_rss_bytes:+5%",
+)
+
+_UNITS = {"": 1, "B": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3}
+_PATTERN = re.compile(r"^\s*([a-z_][a-z0-9_]*)\s*:\s*([+-])\s*(\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)\s*(%|B|KiB|MiB|GiB)?\s*$")
+
+FORMAT_HELP = (
+    "write METRIC:-N% (a fall of more than N% is a regression), METRIC:+N% (a rise), or an absolute "
+    "METRIC:-X / METRIC:+X (units of the metric; KiB, MiB, GiB for bytes)"
+)
+
+
+class ThresholdError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Threshold:
+    metric: str
+    bad_direction: int  # -1: a fall is bad; +1: a rise is bad
+    limit: float  # a fraction when relative, else in the metric's units
+    relative: bool
+    text: str
+
+    @classmethod
+    def parse(cls, text: str) -> Threshold:
+        if not isinstance(text, str):
+            raise ThresholdError(f"threshold {text!r} is not a string; {FORMAT_HELP}")
+        match = _PATTERN.match(text)
+        if not match:
+            raise ThresholdError(f"threshold {text!r} is malformed; {FORMAT_HELP}")
+        metric, sign, number, unit = match.groups()
+        unit = unit or ""
+        if metric not in GATED_METRICS:
+            raise ThresholdError(f"threshold {text!r}: `{metric}` is not a gated metric; allowed: {sorted(GATED_METRICS)}")
+        direction = -1 if sign == "-" else +1
+        if direction != GATED_METRICS[metric]:
+            good = "rise" if direction == +1 else "fall"
+            want = "+" if GATED_METRICS[metric] > 0 else "-"
+            raise ThresholdError(
+                f"threshold {text!r}: a {good} of `{metric}` is an improvement, not a regression; "
+                f"write {metric}:{want}{number}{unit}"
+            )
+        if unit not in ("", "%") and not metric.endswith("_bytes"):
+            raise ThresholdError(f"threshold {text!r}: byte units apply to *_bytes metrics only")
+        value = float(number)
+        relative = unit == "%"
+        limit = value / 100 if relative else value * _UNITS[unit]
+        return cls(metric, direction, limit, relative, text.strip())
+
+    def describe(self) -> str:
+        return self.text
+
+
+def resolve_thresholds(*layers: Iterable[str]) -> dict[str, Threshold]:
+    """Later layers override earlier ones metric by metric (defaults, matrix, cell)."""
+    out: dict[str, Threshold] = {}
+    for layer in layers:
+        for text in layer:
+            threshold = Threshold.parse(text)
+            out[threshold.metric] = threshold
+    return out

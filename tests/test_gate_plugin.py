@@ -1,0 +1,196 @@
+"""The regression gate end to end through pytest (pytester), with a scripted runner.
+
+The runner is replaced by one that returns planted figures, so each scenario is exact:
+the gate, the baselines, the confirmation runs and the messages are the real ones.
+"""
+
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+
+# Imported here, before any inline pytester run: pytester restores sys.modules after each
+# run, and torch cannot be imported twice in one process.
+import harness.runner  # noqa: F401
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "test_mrpc.py"
+
+FAKE_RUNNER = '''
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+import harness.runner
+from harness.env import environment
+from harness.results import CellResult
+
+SCRIPT = json.loads(Path(__file__).with_name("script.json").read_text())
+CALLS = []
+
+
+def fake_run_cell(spec, *, run_id, use_cuda, glue_dir=None, show_progress=False):
+    queue = SCRIPT[spec.id]
+    figures = dict(queue[min(len([c for c in CALLS if c == spec.id]), len(queue) - 1)])
+    CALLS.append(spec.id)
+    env = dict(environment())
+    env["libraries"] = dict(env["libraries"], **figures.pop("_libraries", {}))
+    metrics = {"timed_steps": 25, "majority_class_accuracy": 0.684, **figures}
+    return CellResult(spec=spec, status="ok", run_id=run_id, env=env, metrics=metrics,
+                      samples={"step_seconds": []})
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _scripted_runner():
+    original = harness.runner.run_cell
+    harness.runner.run_cell = fake_run_cell
+    yield
+    harness.runner.run_cell = original
+'''
+
+SPEED = "mrpc-bert-base-uncased-dynamic-bs8-fp32"
+QUALITY = "mrpc-bert-base-uncased-dynamic-bs32-fp32-finetune"
+
+
+@pytest.fixture
+def project(pytester):
+    pytester.makepyfile(test_mrpc=BENCH.read_text())
+    pytester.makeconftest(FAKE_RUNNER)
+    pytester.path.joinpath("benchmarks").mkdir()
+    pytester.path.joinpath("benchmarks", "gate.toml").write_text(textwrap.dedent("""
+        [defaults]
+        max_steps = 30
+        [axes]
+        batch_size = [8]
+        [[cells]]
+        label = "finetune"
+        weights = "pretrained"
+        batch_size = 32
+        max_steps = -1
+    """))
+
+    def run(script, *args):
+        pytester.path.joinpath("script.json").write_text(json.dumps(script))
+        return pytester.runpytest("--matrix", "gate", "-p", "no:cacheprovider", "-rs", *args)
+
+    return pytester, run
+
+
+def speed(sps=100.0, rss=1e9, **more):
+    return {"train_samples_per_s": sps, "peak_rss_bytes": rss, **more}
+
+
+def quality(acc=0.85, f1=0.89, sps=100.0, **more):
+    return {"train_samples_per_s": sps, "peak_rss_bytes": 1e9, "eval_accuracy": acc, "eval_f1": f1, **more}
+
+
+def baselines(pytester):
+    return sorted(pytester.path.joinpath("results", "baselines").rglob("*.json"))
+
+
+def write_baselines(run, speed_figures=None, quality_figures=None, *args):
+    result = run({SPEED: [speed_figures or speed()], QUALITY: [quality_figures or quality()]}, "--update-baselines", *args)
+    result.assert_outcomes(passed=2)
+    return result
+
+
+def test_without_a_baseline_cells_are_new_and_nothing_is_written(project):
+    pytester, run = project
+    result = run({SPEED: [speed()], QUALITY: [quality()]})
+    result.assert_outcomes(skipped=2)
+    result.stdout.fnmatch_lines(["*new: no baseline for mrpc-bert-base-uncased-dynamic-bs8-fp32 on *--update-baselines*"])
+    assert baselines(pytester) == []
+
+
+def test_update_baselines_writes_them_and_identical_figures_pass(project):
+    pytester, run = project
+    result = write_baselines(run)
+    result.stdout.fnmatch_lines(["baselines written (2): *"])
+    files = baselines(pytester)
+    assert [f.name for f in files] == [f"{QUALITY}.json", f"{SPEED}.json"]
+    before = [f.read_text() for f in files]
+    result = run({SPEED: [speed()], QUALITY: [quality()]})
+    result.assert_outcomes(passed=2)
+    assert [f.read_text() for f in files] == before, "a run without --update-baselines writes no baseline"
+    rewritten = run({SPEED: [speed(sps=120.0)], QUALITY: [quality()]}, "--update-baselines")
+    rewritten.assert_outcomes(passed=2)
+    assert json.loads(files[1].read_text())["metrics"]["train_samples_per_s"] == 120.0
+
+
+def test_a_baseline_20_percent_faster_fails_with_the_full_message(project):
+    pytester, run = project
+    write_baselines(run, speed(sps=120.0))
+    result = run({SPEED: [speed(sps=100.0, _libraries={"torch": "9.9.9"})], QUALITY: [quality()]})
+    result.assert_outcomes(passed=1, failed=1)
+    out = result.stdout.str()
+    for fragment in (f"{SPEED}: regression",
+                     "train_samples_per_s: 120 -> 100 (-16.7%; threshold train_samples_per_s:-5%, noise 0.0%)",
+                     "confirmation runs: train_samples_per_s 100, 100", "environment changed: torch", "-> 9.9.9", "baselines"):
+        assert fragment in out, fragment
+
+
+def test_a_small_change_inside_the_threshold_passes(project):
+    pytester, run = project
+    write_baselines(run)
+    run({SPEED: [speed(sps=98.0)], QUALITY: [quality()]}).assert_outcomes(passed=2)
+
+
+def test_a_change_past_the_threshold_but_inside_the_measured_noise_passes(project):
+    pytester, run = project
+    # The baseline was measured three times and spread over 15%.
+    result = run({SPEED: [speed(sps=100.0), speed(sps=88.0), speed(sps=103.0)], QUALITY: [quality()]},
+                 "--update-baselines", "--repeats", "3")
+    result.assert_outcomes(passed=2)
+    run({SPEED: [speed(sps=92.0)], QUALITY: [quality()]}).assert_outcomes(passed=2)
+
+
+def test_memory_growth_past_its_threshold_fails(project):
+    pytester, run = project
+    write_baselines(run)
+    result = run({SPEED: [speed(rss=1.3e9)], QUALITY: [quality()]})
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*peak_rss_bytes: 953.7 MiB -> 1239.8 MiB (+30.0%; threshold peak_rss_bytes:+5%*"])
+
+
+def test_a_quality_drop_out_of_its_band_fails_although_speed_improved(project):
+    pytester, run = project
+    write_baselines(run)
+    result = run({SPEED: [speed()], QUALITY: [quality(acc=0.75, sps=150.0)]})
+    result.assert_outcomes(passed=1, failed=1)
+    out = result.stdout.str()
+    assert f"{QUALITY}: regression" in out and "eval_accuracy 75.00 is -9.56 points" in out
+    assert "google-research/bert" in out
+
+
+def test_a_threshold_crossing_that_confirmation_runs_do_not_repeat_passes(project):
+    pytester, run = project
+    write_baselines(run)
+    result = run({SPEED: [speed(sps=80.0), speed(sps=100.0), speed(sps=99.0)], QUALITY: [quality()]})
+    result.assert_outcomes(passed=2)
+    doc = json.loads(next(pytester.path.joinpath("results", "runs").rglob(f"{SPEED}.json")).read_text())
+    assert doc["verdict"]["verdict"] == "pass"
+    assert [r["train_samples_per_s"] for r in doc["verdict"]["confirmation"]] == [100.0, 99.0]
+    assert "confirmation runs did not" in doc["verdict"]["note"]
+
+
+def test_a_corrupt_baseline_gives_a_clear_error_and_the_rest_still_runs(project):
+    pytester, run = project
+    write_baselines(run)
+    broken = next(f for f in baselines(pytester) if f.name == f"{SPEED}.json")
+    broken.write_text("{ truncated")
+    result = run({SPEED: [speed()], QUALITY: [quality()]})
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines([f"*{SPEED}: baseline unusable: {broken}: not valid JSON*"])
+
+
+def test_seeds_mode_records_mean_and_std_and_sets_the_band(project):
+    pytester, run = project
+    result = run({SPEED: [speed()], QUALITY: [quality(acc=0.84), quality(acc=0.86), quality(acc=0.85)]},
+                 "--seeds", "3", "--update-baselines")
+    result.assert_outcomes(passed=2)
+    doc = json.loads(next(f for f in baselines(pytester) if f.name == f"{QUALITY}.json").read_text())
+    assert doc["metrics"]["eval_accuracy_mean"] == pytest.approx(0.85)
+    assert doc["metrics"]["eval_accuracy_std"] == pytest.approx(0.01)
+    assert [r["seed"] for r in doc["samples"]["repeats"]] == [42, 43, 44]
