@@ -76,6 +76,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="re-run a cell that crosses a speed or memory threshold K times before it fails (default: 2)",
     )
     group.addoption(
+        "--trainer-progress", action="store_true", default=False,
+        help="show the Trainer's own progress bar for every cell (use with -s, or it is captured)",
+    )
+    group.addoption(
         "--update-baselines", action="store_true", default=False,
         help="write this run's figures as the baselines of its cells; nothing else ever writes them",
     )
@@ -123,6 +127,7 @@ class HarnessSession:
         self.results: list[CellResult] = []
         self.planned: list[str] = []  # ids of the cells selected to run, in order
         self.updated: list[Path] = []  # baselines written by --update-baselines
+        self.started = 0  # cells started, for the progress line
 
     # ------------------------------------------------------------ matrix
 
@@ -178,12 +183,24 @@ class HarnessSession:
         from .data import glue_dir_from_env
         from .runner import run_cell
 
-        return run_cell(cell, run_id=self.run_writer().run_id, use_cuda=self.use_cuda, glue_dir=glue_dir_from_env())
+        return run_cell(
+            cell, run_id=self.run_writer().run_id, use_cuda=self.use_cuda, glue_dir=glue_dir_from_env(),
+            show_progress=bool(self.config.getoption("trainer_progress")),
+        )
 
-    def measure(self, cell: Any, count: int, *, vary_seed: bool) -> CellResult:
+    def progress(self, text: str) -> None:
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None and not self.config.getoption("quiet", 0) > 1:
+            reporter.ensure_newline()
+            reporter.write_line(text)
+
+    def measure(self, cell: Any, count: int, *, vary_seed: bool, what: str = "run") -> CellResult:
         runs = []
         for i in range(count):
-            runs.append(self._run(replace(cell, seed=cell.seed + i) if vary_seed else cell))
+            seeded = replace(cell, seed=cell.seed + i) if vary_seed else cell
+            seed_note = f", seed {seeded.seed}" if vary_seed else ""
+            self.progress(f"[cell {self.started}/{len(self.planned) or '?'}] {cell.id}: {what} {i + 1}/{count}{seed_note}")
+            runs.append(self._run(seeded))
             if not runs[-1].ok:
                 break
         return fold(runs)
@@ -192,6 +209,8 @@ class HarnessSession:
         seeds = self.config.getoption("seeds")
         count = max(self.config.getoption("repeats"), seeds or 1)
         holder: dict[str, CellResult] = {}
+
+        self.started += 1
 
         def once() -> None:
             holder["result"] = self.measure(cell, count, vary_seed=bool(seeds))
@@ -208,7 +227,8 @@ class HarnessSession:
         verdict = judge(result, baseline, baseline_source=source)
         confirm = self.config.getoption("confirm")
         if needs_confirmation(verdict) and confirm > 0:
-            confirmed = self.measure(cell, confirm, vary_seed=False)
+            self.progress(f"{cell.id}: {verdict.regressions()[0].line()}; confirming with {confirm} re-runs")
+            confirmed = self.measure(cell, confirm, vary_seed=False, what="confirmation")
             if confirmed.ok:
                 again = judge(confirmed, baseline, baseline_source=source)
                 quality = [f for f in verdict.findings if f.kind == "quality"]

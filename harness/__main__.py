@@ -1,0 +1,62 @@
+"""``python -m harness compare OLD NEW`` | ``report RESULTS_DIR`` | ``calibrate RUN_DIR ...``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from .results import ResultsError
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m harness", description="Trainer fine-tune benchmark harness")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    cmp_ = sub.add_parser("compare", help="two result sets side by side")
+    cmp_.add_argument("old", type=Path, help="run folder, results folder or --benchmark-json file")
+    cmp_.add_argument("new", type=Path, help="run folder, results folder or --benchmark-json file")
+    cmp_.add_argument("--format", choices=("table", "markdown", "csv"), default="table")
+    cmp_.add_argument("--output", type=Path, help="write here instead of standard output")
+    cmp_.add_argument("--fail-on", choices=("regression", "never"), default="never",
+                      help="exit 1 when a cell is slower, uses more memory or drops out of its quality band")
+
+    rep = sub.add_parser("report", help="an HTML report of every stored run")
+    rep.add_argument("results_dir", type=Path)
+    rep.add_argument("--output", type=Path, help="default: RESULTS_DIR/report.html")
+    rep.add_argument("--csv", type=Path, help="also write the DataFrame (one row per cell per run) as CSV")
+
+    cal = sub.add_parser("calibrate", help="false alarms and the smallest caught slowdown, from unchanged runs")
+    cal.add_argument("runs", nargs="+", type=Path)
+    cal.add_argument("--baselines", type=Path, default=Path("results/baselines"))
+    cal.add_argument("--confirm", type=int, default=2)
+
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "compare":
+            from .compare import compare, load_side, render
+
+            comparison = compare(load_side(args.old), load_side(args.new))
+            text = render(comparison, args.format)
+            if args.output:
+                args.output.write_text(text, encoding="utf-8")
+            else:
+                sys.stdout.write(text)
+            return 1 if args.fail_on == "regression" and comparison.regressions() else 0
+        if args.command == "report":
+            from .html_report import write_report
+
+            out = write_report(args.results_dir, args.output, csv_path=args.csv)
+            print(f"report: {out}")
+            return 0
+        from .calibrate import main as calibrate_main
+
+        return calibrate_main([*map(str, args.runs), "--baselines", str(args.baselines), "--confirm", str(args.confirm)])
+    except ResultsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,108 @@
+"""How often does the gate cry wolf, and what is the smallest slowdown it catches?
+
+Both questions are answered from real runs of an unchanged tree against their baselines:
+
+* false alarms: each run's verdict for each cell, with the gate's own confirmation step
+  (a cell that crosses a threshold is confirmed with the next ``confirm`` runs of the
+  same cell, as ``--confirm`` would re-measure it);
+* detection: the same real measurements with a planted slowdown applied to their speed
+  figures (every figure in the cell's timed region scaled by ``1 - s``), judged by the
+  same gate; the smallest ``s`` caught in every case is the reliable detection limit.
+
+    python -m harness.calibrate --baselines results/baselines RUN_DIR [RUN_DIR ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+from .baselines import load_baseline
+from .gate import judge, needs_confirmation
+from .results import CellResult, read_run
+from .stats import fold
+
+SPEED_FIGURES = ("train_samples_per_s", "train_steps_per_s", "real_tokens_per_s", "padded_tokens_per_s")
+SLOWDOWNS = (0.02, 0.04, 0.05, 0.06, 0.08, 0.10, 0.15, 0.20)
+
+
+def slowed(result: CellResult, fraction: float) -> CellResult:
+    """The same measurement as if training had run ``fraction`` slower."""
+    metrics = dict(result.metrics)
+    for name in SPEED_FIGURES:
+        if isinstance(metrics.get(name), (int, float)):
+            metrics[name] = metrics[name] * (1 - fraction)
+    samples = dict(result.samples)
+    if samples.get("step_seconds"):
+        samples["step_seconds"] = [s / (1 - fraction) for s in samples["step_seconds"]]
+    return replace(result, metrics=metrics, samples=samples)
+
+
+def verdict_with_confirmation(first: CellResult, confirmations: Sequence[CellResult], baseline: CellResult) -> str:
+    verdict = judge(first, baseline)
+    if needs_confirmation(verdict) and confirmations:
+        verdict = judge(fold(list(confirmations)), baseline)
+    return verdict.verdict
+
+
+def calibrate(baselines_dir: Path, run_dirs: Sequence[Path], confirm: int = 2) -> dict:
+    by_cell: dict[str, list[CellResult]] = defaultdict(list)
+    for run_dir in run_dirs:
+        for result in read_run(run_dir):
+            if result.ok:
+                by_cell[result.id].append(result)
+    report: dict = {"cells": {}, "false_alarms": 0, "verdicts": 0, "first_crossings": 0, "detection": {}}
+    caught = defaultdict(int)
+    judged = 0
+    for cell_id, runs in sorted(by_cell.items()):
+        baseline, _ = load_baseline(baselines_dir, runs[0].env["hardware_key"], cell_id)
+        if baseline is None:
+            continue
+        cell = {"runs": len(runs), "false_alarms": 0, "changes": []}
+        for i, first in enumerate(runs):
+            others = [runs[(i + k) % len(runs)] for k in range(1, confirm + 1)] if len(runs) > 1 else []
+            base = baseline.metrics["train_samples_per_s"]
+            cell["changes"].append(first.metrics["train_samples_per_s"] / base - 1)
+            if needs_confirmation(judge(first, baseline)):
+                report["first_crossings"] += 1
+            if verdict_with_confirmation(first, others, baseline) == "regression":
+                cell["false_alarms"] += 1
+            for s in SLOWDOWNS:
+                if verdict_with_confirmation(slowed(first, s), [slowed(o, s) for o in others], baseline) == "regression":
+                    caught[s] += 1
+            judged += 1
+        report["cells"][cell_id] = cell
+        report["false_alarms"] += cell["false_alarms"]
+    report["verdicts"] = judged
+    report["detection"] = {s: caught[s] / judged if judged else 0.0 for s in SLOWDOWNS}
+    reliable = [s for s in SLOWDOWNS if judged and caught[s] == judged]
+    report["smallest_reliably_caught"] = min(reliable) if reliable else None
+    return report
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m harness.calibrate", description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs", nargs="+", type=Path, help="run folders (results/runs/<run-id>) of an unchanged tree")
+    parser.add_argument("--baselines", type=Path, default=Path("results/baselines"))
+    parser.add_argument("--confirm", type=int, default=2)
+    args = parser.parse_args(argv)
+    report = calibrate(args.baselines, args.runs, args.confirm)
+    print(f"runs: {len(args.runs)}; cell verdicts: {report['verdicts']}")
+    print(f"first measurements past a threshold: {report['first_crossings']}")
+    print(f"false regressions after confirmation: {report['false_alarms']}")
+    for cell_id, cell in report["cells"].items():
+        changes = ", ".join(f"{c:+.1%}" for c in cell["changes"])
+        print(f"  {cell_id}: train_samples_per_s vs baseline {changes}; false alarms {cell['false_alarms']}")
+    print("planted slowdown -> share of verdicts that catch it:")
+    for s, share in report["detection"].items():
+        print(f"  {s:.0%}: {share:.0%}")
+    smallest = report["smallest_reliably_caught"]
+    print(f"smallest slowdown caught in every verdict: {'none of those tried' if smallest is None else f'{smallest:.0%}'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

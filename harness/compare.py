@@ -1,0 +1,324 @@
+"""Two result sets side by side: a hardware, library or code change, cell by cell.
+
+    python -m harness compare OLD NEW [--format table|markdown|csv] [--fail-on regression]
+
+Each side is a run folder (``results/runs/<run-id>``), a results folder (the newest
+result of every cell across its runs), a folder of cell documents (a baselines folder,
+``results/baselines/<hardware-key>``), or a pytest-benchmark ``--benchmark-json`` file
+the harness wrote.  Cells are matched by id (their spec); each pair is judged with the
+gate's own rules (threshold and noise; quality band), so "slower" here means what a
+regression means in the nightly run.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import statistics
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tabulate import tabulate
+
+from .gate import env_changes, judge
+from .results import CellResult, ResultsError, read_result, read_run
+from .spec import CellSpec
+
+
+@dataclass
+class Side:
+    label: str
+    results: dict[str, CellResult]
+    env: dict[str, Any]
+    partial: bool = False
+
+
+def load_side(path: str | Path) -> Side:
+    """A run folder, a results folder or a pytest-benchmark JSON file, as cells by id."""
+    path = Path(path)
+    if path.is_file():
+        return _from_benchmark_json(path)
+    if (path / "run.json").is_file():
+        manifest = json.loads((path / "run.json").read_text(encoding="utf-8"))
+        results = {r.id: r for r in read_run(path)}
+        return Side(path.name, results, manifest.get("env") or _first_env(results), manifest.get("state") == "partial")
+    runs_dir = path / "runs" if (path / "runs").is_dir() else path
+    run_dirs = sorted(p for p in runs_dir.iterdir() if (p / "run.json").is_file()) if runs_dir.is_dir() else []
+    if not run_dirs and path.is_dir() and any(path.glob("*.json")):
+        results = {r.id: r for r in read_run(path)}  # a folder of cell documents: baselines/<hardware-key>/
+        return Side(path.name, results, _first_env(results))
+    if not run_dirs:
+        raise ResultsError(
+            f"{path}: not a run folder (no run.json), a results folder (no runs/), a folder of cell results "
+            f"(baselines/<hardware-key>/) or a benchmark JSON file"
+        )
+    results: dict[str, CellResult] = {}
+    for run_dir in run_dirs:  # run ids start with a UTC time stamp: later runs win
+        for result in read_run(run_dir):
+            results[result.id] = result
+    return Side(path.name, results, _first_env(results))
+
+
+def _first_env(results: dict[str, CellResult]) -> dict[str, Any]:
+    return next(iter(results.values())).env if results else {}
+
+
+def _from_benchmark_json(path: Path) -> Side:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        benchmarks = data["benchmarks"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ResultsError(f"{path}: not a pytest-benchmark JSON file ({exc})") from None
+    results: dict[str, CellResult] = {}
+    for bench in benchmarks:
+        info = bench.get("extra_info") or {}
+        if "cell_id" not in info:
+            continue  # a benchmark that is not a harness cell (the overhead check, say)
+        stored = Path(info.get("result_file", ""))
+        if stored.is_file():
+            result = read_result(stored)
+        else:
+            spec = CellSpec.from_dict(info["spec"])
+            metrics = {k: v for k, v in info.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+            result = CellResult(spec=spec, status=info.get("status", "ok"), run_id=path.stem,
+                                env=info.get("env") or {"hardware_key": info.get("hardware_key")}, metrics=metrics,
+                                samples={"noise": info.get("noise") or {}})
+        results[result.id] = result
+    if not results:
+        raise ResultsError(f"{path}: holds no harness cell (no extra_info.cell_id)")
+    return Side(path.stem, results, _first_env(results))
+
+
+# ---------------------------------------------------------------- the comparison
+
+FIGURES = (
+    ("train_samples_per_s", "samples/s"),
+    ("real_tokens_per_s", "real tok/s"),
+    ("peak_memory", "peak mem"),
+    ("eval_accuracy", "acc"),
+    ("eval_f1", "f1"),
+)
+
+
+def peak_memory(result: CellResult) -> float | None:
+    for name in ("peak_mem_reserved_bytes", "peak_rss_bytes"):
+        if result.metrics.get(name) is not None:
+            return float(result.metrics[name])
+    return None
+
+
+def figure(result: CellResult, name: str) -> float | None:
+    value = peak_memory(result) if name == "peak_memory" else result.metrics.get(name)
+    return None if value is None else float(value)
+
+
+@dataclass
+class Row:
+    cell_id: str
+    old: CellResult
+    new: CellResult
+    verdict: str  # faster, slower, unchanged, quality out of band, not comparable
+    detail: str = ""
+
+    def ratio(self, name: str) -> float | None:
+        a, b = figure(self.old, name), figure(self.new, name)
+        return b / a if a and b is not None else None
+
+
+@dataclass
+class Comparison:
+    old: Side
+    new: Side
+    rows: list[Row] = field(default_factory=list)
+    only_old: list[str] = field(default_factory=list)
+    only_new: list[str] = field(default_factory=list)
+
+    @property
+    def env_changes(self) -> list[str]:
+        return env_changes(self.old.env, self.new.env)
+
+    def regressions(self) -> list[Row]:
+        return [r for r in self.rows if r.verdict in ("slower", "quality out of band", "more memory")]
+
+
+def compare(old: Side, new: Side) -> Comparison:
+    comparison = Comparison(old, new)
+    comparison.only_old = sorted(set(old.results) - set(new.results))
+    comparison.only_new = sorted(set(new.results) - set(old.results))
+    for cell_id in sorted(set(old.results) & set(new.results)):
+        a, b = old.results[cell_id], new.results[cell_id]
+        if not (a.ok and b.ok):
+            comparison.rows.append(Row(cell_id, a, b, "not comparable", f"status {a.status} / {b.status}"))
+            continue
+        verdict = judge(b, a)
+        kinds = {f.kind for f in verdict.regressions()}
+        if "quality" in kinds:
+            word = "quality out of band"
+        elif "speed" in kinds:
+            word = "slower"
+        elif "memory" in kinds:
+            word = "more memory"
+        elif any(f.verdict == "improvement" and f.kind == "speed" for f in verdict.findings):
+            word = "faster"
+        else:
+            word = "unchanged"
+        detail = "; ".join(f.line() for f in verdict.regressions())
+        comparison.rows.append(Row(cell_id, a, b, word, detail))
+    return comparison
+
+
+# ---------------------------------------------------------------- by axis
+
+
+def geomean(values: Sequence[float]) -> float:
+    values = [v for v in values if v and v > 0 and math.isfinite(v)]
+    return math.exp(statistics.fmean(math.log(v) for v in values)) if values else math.nan
+
+
+AXES = ("precision", "padding", "batch_size")
+AXIS_REFERENCE = {"precision": "fp32", "padding": "max_length", "batch_size": None}
+
+
+def by_axis(comparison: Comparison) -> list[list[str]]:
+    """Geometric-mean NEW/OLD throughput per axis value, and within each side each value's
+    speedup over the axis's reference value (bf16 over fp32, dynamic over max_length)."""
+    rows = []
+    for axis in AXES:
+        groups: dict[Any, list[float]] = defaultdict(list)
+        for row in comparison.rows:
+            ratio = row.ratio("train_samples_per_s")
+            if ratio is not None:
+                groups[getattr(row.new.spec, axis)].append(ratio)
+        for value, ratios in sorted(groups.items(), key=lambda kv: str(kv[0])):
+            old_speedup = _speedup_within(comparison.old, axis, value)
+            new_speedup = _speedup_within(comparison.new, axis, value)
+            rows.append([
+                axis, str(value), f"{geomean(ratios):.3f}x", str(len(ratios)),
+                _fmt_x(old_speedup), _fmt_x(new_speedup),
+            ])
+    return rows
+
+
+def _fmt_x(value: float | None) -> str:
+    return "-" if value is None or math.isnan(value) else f"{value:.2f}x"
+
+
+def _speedup_within(side: Side, axis: str, value: Any) -> float | None:
+    reference = AXIS_REFERENCE[axis]
+    if reference is None or value == reference:
+        return None
+    ratios = []
+    for result in side.results.values():
+        if not result.ok or getattr(result.spec, axis) != value:
+            continue
+        twin_id = _with_axis(result.spec, axis, reference)
+        twin = side.results.get(twin_id)
+        if twin is not None and twin.ok and figure(twin, "train_samples_per_s"):
+            ratios.append(figure(result, "train_samples_per_s") / figure(twin, "train_samples_per_s"))
+    return geomean(ratios) if ratios else None
+
+
+def _with_axis(spec: CellSpec, axis: str, value: Any) -> str:
+    from dataclasses import replace
+
+    return replace(spec, **{axis: value}).id
+
+
+# ---------------------------------------------------------------- output
+
+
+def _fmt(value: float | None, name: str) -> str:
+    if value is None:
+        return "-"
+    if name == "peak_memory":
+        return f"{value / 2**20:.0f} MiB"
+    if name.startswith("eval_"):
+        return f"{value:.3f}"
+    return f"{value:.1f}"
+
+
+HEADERS = ["cell"] + [h for _, label in FIGURES for h in (f"{label} old", f"{label} new")] + ["samples/s ratio", "verdict"]
+
+
+def table_rows(comparison: Comparison) -> list[list[str]]:
+    rows = []
+    for row in comparison.rows:
+        cells = [row.cell_id]
+        for name, _ in FIGURES:
+            cells += [_fmt(figure(row.old, name), name), _fmt(figure(row.new, name), name)]
+        ratio = row.ratio("train_samples_per_s")
+        cells += ["-" if ratio is None else f"{ratio:.3f}x", row.verdict]
+        rows.append(cells)
+    return rows
+
+
+def render(comparison: Comparison, fmt: str = "table") -> str:
+    if fmt == "csv":
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        names = [f"{n}_{s}" for n, _ in FIGURES for s in ("old", "new")]
+        writer.writerow(["cell", *names, "train_samples_per_s_ratio", "verdict"])
+        for row in comparison.rows:
+            values = [row.cell_id]
+            for name, _ in FIGURES:
+                values += [figure(row.old, name), figure(row.new, name)]
+            writer.writerow([*values, row.ratio("train_samples_per_s"), row.verdict])
+        for cell_id in comparison.only_old:
+            writer.writerow([cell_id, *[""] * (2 * len(FIGURES) + 1), "only in old"])
+        for cell_id in comparison.only_new:
+            writer.writerow([cell_id, *[""] * (2 * len(FIGURES) + 1), "only in new"])
+        return buffer.getvalue()
+
+    tablefmt = "github" if fmt == "markdown" else "simple"
+    md = fmt == "markdown"
+    out = []
+    title = f"Comparison: {comparison.old.label} (old) -> {comparison.new.label} (new)"
+    out.append(f"### {title}" if md else title)
+    out.append("")
+    changes = comparison.env_changes
+    kind = _kind_of_change(changes)
+    out.append(f"{'**' if md else ''}What changed ({kind}):{'**' if md else ''}")
+    out += [f"- {c}" for c in changes] or ["- nothing in hardware, driver or library versions"]
+    for side in (comparison.old, comparison.new):
+        if side.partial:
+            out.append(f"- note: {side.label} is a partial run (interrupted); some cells are missing")
+    out.append("")
+    out.append(tabulate(table_rows(comparison), headers=HEADERS, tablefmt=tablefmt, disable_numparse=True))
+    out.append("")
+    summary = by_axis(comparison)
+    if summary:
+        out.append(f"{'**' if md else ''}By axis{'**' if md else ''} (geometric mean of new/old samples/s; "
+                   "speedup over fp32 / max_length within each side):")
+        out.append("")
+        out.append(tabulate(summary, headers=["axis", "value", "new/old", "cells", "speedup old", "speedup new"],
+                            tablefmt=tablefmt, disable_numparse=True))
+        out.append("")
+    if comparison.only_old or comparison.only_new:
+        out.append(f"{'**' if md else ''}Cells on one side only:{'**' if md else ''}")
+        out += [f"- {c} (only in old)" for c in comparison.only_old]
+        out += [f"- {c} (only in new)" for c in comparison.only_new]
+        out.append("")
+    regressions = comparison.regressions()
+    out.append(f"{len(comparison.rows)} cells compared: {len(regressions)} slower or out of band, "
+               f"{sum(r.verdict == 'faster' for r in comparison.rows)} faster, "
+               f"{sum(r.verdict == 'unchanged' for r in comparison.rows)} unchanged within noise.")
+    for row in regressions:
+        out.append(f"- {row.cell_id}: {row.detail}")
+    return "\n".join(out) + "\n"
+
+
+def _kind_of_change(changes: list[str]) -> str:
+    hardware = ("gpu_name", "gpu_count", "cpu_model", "cpu_count")
+    heads = {c.split(" ", 1)[0] for c in changes}
+    if not changes:
+        return "same environment: a code or noise comparison"
+    if heads & set(hardware):
+        return "a hardware comparison"
+    if heads <= {"harness"}:
+        return "a harness code comparison"
+    return "a library, driver or setting comparison"

@@ -1,0 +1,81 @@
+"""Every stored run as one pandas DataFrame: one row per cell per run.
+
+The columns are a stable, documented set (``COLUMNS``); a figure a cell did not measure
+(GPU memory on a CPU run) is NaN, never a missing column.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .results import read_run
+
+COLUMNS: dict[str, str] = {
+    "run_id": "the run folder's name (UTC time stamp and matrix)",
+    "run_state": "complete, partial (interrupted) or running",
+    "matrix": "the matrix the run expanded",
+    "finished_at": "when the cell finished, UTC",
+    "cell_id": "the cell's readable id",
+    "status": "ok, skipped, oom or error",
+    "verdict": "pass, regression, improvement, new, skipped or error (empty if not judged)",
+    "task": "task", "checkpoint": "checkpoint", "weights": "pretrained or random",
+    "padding": "dynamic, max_length or bucketed", "batch_size": "per-device batch size",
+    "precision": "fp32, fp16 or bf16", "max_length": "max sequence length", "seed": "seed",
+    "hardware_key": "GPU model and count, or CPU model and cores",
+    "gpu_name": "GPU model", "cpu_model": "CPU model", "torch": "torch version", "transformers": "transformers version",
+    "repeats": "how many measurements the figures are the median of",
+    "train_samples_per_s": "training samples/s after warmup", "train_steps_per_s": "optimizer steps/s after warmup",
+    "real_tokens_per_s": "attended tokens/s", "padded_tokens_per_s": "tokens/s including padding",
+    "padding_efficiency": "real / padded tokens", "eval_samples_per_s": "evaluation samples/s",
+    "train_wall_s": "wall time of trainer.train()", "peak_mem_allocated_bytes": "torch allocator peak",
+    "peak_mem_reserved_bytes": "torch allocator reserved peak", "peak_device_mem_used_bytes": "NVML device memory peak",
+    "peak_rss_bytes": "process RSS peak (CPU runs)", "eval_accuracy": "validation accuracy (0-1)",
+    "eval_f1": "validation F1 (0-1)", "quality_reference": "centre of the quality band, in points",
+    "quality_lower": "lower edge of the quality band, in points",
+}
+
+_METRICS = [
+    "repeats", "train_samples_per_s", "train_steps_per_s", "real_tokens_per_s", "padded_tokens_per_s",
+    "padding_efficiency", "eval_samples_per_s", "train_wall_s", "peak_mem_allocated_bytes", "peak_mem_reserved_bytes",
+    "peak_device_mem_used_bytes", "peak_rss_bytes", "eval_accuracy", "eval_f1",
+]
+
+
+def load_frame(results_dir: str | Path) -> pd.DataFrame:
+    results_dir = Path(results_dir)
+    runs_dir = results_dir / "runs" if (results_dir / "runs").is_dir() else results_dir
+    rows: list[dict[str, Any]] = []
+    for run_dir in sorted(p for p in runs_dir.iterdir() if (p / "run.json").is_file()) if runs_dir.is_dir() else []:
+        manifest = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+        for r in read_run(run_dir):
+            spec, env, m = r.spec, r.env, r.metrics
+            findings = (r.verdict or {}).get("findings") or []
+            quality = next((f for f in findings if f["kind"] == "quality" and f["metric"] == "eval_accuracy"), None)
+            lower = quality.get("threshold") if quality else None
+            rows.append({
+                "run_id": run_dir.name,
+                "run_state": manifest.get("state"),
+                "matrix": manifest.get("matrix"),
+                "finished_at": pd.to_datetime(r.finished_at, utc=True, errors="coerce"),
+                "cell_id": r.id,
+                "status": r.status,
+                "verdict": (r.verdict or {}).get("verdict", ""),
+                "task": spec.task, "checkpoint": spec.checkpoint, "weights": spec.weights,
+                "padding": spec.padding, "batch_size": spec.batch_size, "precision": spec.precision,
+                "max_length": spec.max_length, "seed": spec.seed,
+                "hardware_key": env.get("hardware_key"), "gpu_name": env.get("gpu_name"),
+                "cpu_model": env.get("cpu_model"),
+                "torch": (env.get("libraries") or {}).get("torch"),
+                "transformers": (env.get("libraries") or {}).get("transformers"),
+                **{name: m.get(name) for name in _METRICS},
+                "quality_reference": quality.get("baseline") if quality else None,
+                "quality_lower": float(lower.removeprefix(">= ")) if isinstance(lower, str) else None,
+            })
+    frame = pd.DataFrame(rows, columns=list(COLUMNS))
+    for name in _METRICS + ["quality_reference", "quality_lower"]:
+        frame[name] = pd.to_numeric(frame[name], errors="coerce")
+    return frame.sort_values(["finished_at", "cell_id"], kind="stable").reset_index(drop=True)

@@ -1,0 +1,116 @@
+"""compare and report, on two result sets made here: a planted 10% slowdown in two cells
+and a changed torch version."""
+
+import csv
+import io
+import json
+
+import pytest
+
+from harness.__main__ import main
+from harness.compare import compare, load_side, render
+from harness.history import COLUMNS, load_frame
+from harness.results import CellResult, RunWriter
+from harness.spec import CellSpec
+
+OLD_ENV = {"hardware_key": "cpu-2x-test", "cpu_model": "test", "cpu_count": 2,
+           "libraries": {"torch": "2.12.0", "transformers": "5.23.0"}, "harness_commit": "abc"}
+NEW_ENV = dict(OLD_ENV, libraries={"torch": "2.13.0", "transformers": "5.23.0"})
+
+CELLS = [CellSpec(padding=p, batch_size=b, precision=q, max_steps=30)
+         for p in ("dynamic", "max_length") for b in (8, 16) for q in ("fp32", "bf16")]
+SLOWED = {CELLS[0].id, CELLS[3].id}
+
+
+def speed(spec):
+    base = 100.0 * (2.0 if spec.precision == "bf16" else 1.0) * (1.5 if spec.padding == "dynamic" else 1.0)
+    return base * spec.batch_size / 8
+
+
+def make_run(root, run_id, env, cells, slow=frozenset(), partial=False):
+    writer = RunWriter(root, run_id, matrix="t", planned=[c.id for c in cells], env=env)
+    for spec in cells:
+        sps = speed(spec) * (0.9 if spec.id in slow else 1.0)
+        writer.add(CellResult(spec=spec, status="ok", run_id=run_id, env=env, finished_at="2026-11-20T00:00:00Z",
+                              metrics={"train_samples_per_s": sps, "real_tokens_per_s": sps * 40, "peak_rss_bytes": 1e9,
+                                       "padding_efficiency": 0.6 if spec.padding == "dynamic" else 0.4},
+                              samples={"noise": {"train_samples_per_s": 0.01}}))
+    writer.close(interrupted=partial)
+    return writer.dir
+
+
+@pytest.fixture
+def sides(tmp_path):
+    old = make_run(tmp_path / "old", "20261120T000000Z-t", OLD_ENV, CELLS)
+    new = make_run(tmp_path / "new", "20261121T000000Z-t", NEW_ENV, CELLS[:-1] + [CellSpec(checkpoint="roberta-base")],
+                   slow=SLOWED)
+    return old, new
+
+
+def test_table_verdicts_env_diff_and_one_sided_cells(sides):
+    old, new = sides
+    c = compare(load_side(old), load_side(new))
+    verdicts = {r.cell_id: r.verdict for r in c.rows}
+    assert {k for k, v in verdicts.items() if v == "slower"} == SLOWED
+    assert all(v == "unchanged" for k, v in verdicts.items() if k not in SLOWED)
+    assert c.env_changes == ["torch 2.12.0 -> 2.13.0"]
+    assert c.only_old == [CELLS[-1].id] and c.only_new == ["mrpc-roberta-base-dynamic-bs32-fp32"]
+    text = render(c)
+    assert "torch 2.12.0 -> 2.13.0" in text and "a library, driver or setting comparison" in text
+    assert "0.900x" in text and f"{CELLS[-1].id} (only in old)" in text
+    assert "2 slower or out of band" in text
+
+
+def test_markdown_and_csv(sides):
+    old, new = sides
+    c = compare(load_side(old), load_side(new))
+    md = render(c, "markdown")
+    assert md.startswith("### Comparison") and "| cell" in md and "|---" in md.replace(" ", "")[:10000]
+    rows = list(csv.DictReader(io.StringIO(render(c, "csv"))))
+    by_id = {r["cell"]: r for r in rows}
+    assert float(by_id[CELLS[0].id]["train_samples_per_s_ratio"]) == pytest.approx(0.9)
+    assert by_id[CELLS[0].id]["verdict"] == "slower"
+    assert by_id[CELLS[-1].id]["verdict"] == "only in old"
+
+
+def test_summary_by_axis_gives_geometric_mean_speedups(sides):
+    old, new = sides
+    text = render(compare(load_side(old), load_side(new)))
+    # bf16 is planted at 2x fp32 and dynamic at 1.5x max_length on both sides.
+    lines = text.splitlines()
+    line = next(x for x in lines if x.lstrip().startswith("precision") and "bf16" in x)
+    assert "2.00x" in line
+    line = next(x for x in lines if x.lstrip().startswith("padding") and "dynamic" in x)
+    assert "1.50x" in line
+
+
+def test_exit_status_fails_on_regression_only_when_asked(sides, capsys):
+    old, new = sides
+    assert main(["compare", str(old), str(new)]) == 0
+    assert main(["compare", str(old), str(new), "--fail-on", "regression"]) == 1
+    assert main(["compare", str(old), str(old), "--fail-on", "regression"]) == 0
+    assert "Comparison" in capsys.readouterr().out
+
+
+def test_a_results_folder_and_a_benchmark_json_are_sides_too(sides, tmp_path):
+    old, new = sides
+    bench = tmp_path / "bench.json"
+    side = load_side(new)
+    bench.write_text(json.dumps({"benchmarks": [
+        {"extra_info": {"cell_id": r.id, "result_file": str(new / f"{r.id}.json")}} for r in side.results.values()
+    ]}))
+    c = compare(load_side(old.parent.parent), load_side(bench))
+    assert {r.cell_id for r in c.rows if r.verdict == "slower"} == SLOWED
+
+
+def test_a_bad_side_is_a_clear_error(tmp_path, capsys):
+    assert main(["compare", str(tmp_path), str(tmp_path)]) == 2
+    assert "not a run folder" in capsys.readouterr().err
+
+
+def test_the_dataframe_has_the_documented_columns(sides):
+    old, new = sides
+    frame = load_frame(old.parent)
+    assert list(frame.columns) == list(COLUMNS)
+    assert len(frame) == len(CELLS) and frame.train_samples_per_s.notna().all()
+    assert frame.peak_mem_reserved_bytes.isna().all()  # a CPU run: NaN, not a missing column
