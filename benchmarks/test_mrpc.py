@@ -10,8 +10,7 @@ def test_cell(cell, run_benchmark_cell):
     m = result.metrics
     assert m["train_samples_per_s"] > 0 and m["timed_steps"] > 0
 
-    full_finetune = cell.weights == "pretrained" and cell.max_steps < 0 and cell.evaluate
-    if full_finetune:
+    if cell.full_finetune:
         # A fine-tune that cannot beat always answering the majority label has not learned.
         floor = m["majority_class_accuracy"] + 0.05
         assert m["eval_accuracy"] >= floor, (
@@ -19,3 +18,8 @@ def test_cell(cell, run_benchmark_cell):
             f"{m['majority_class_accuracy']:.3f} of always answering the majority label "
             f"(needs >= {floor:.3f}); the fine-tune did not learn"
         )
+
+
+def test_max_batch_size(batch_search_cell, find_max_batch):
+    """Runs only with --find-max-batch-size: one search per checkpoint, padding, precision."""
+    find_max_batch(batch_search_cell)  # fails the test when a probe errors; the answer goes to the summary

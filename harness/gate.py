@@ -166,11 +166,6 @@ def speed_findings(current: CellResult, baseline: CellResult | None, thresholds:
 # ---------------------------------------------------------------- quality
 
 
-def is_full_finetune(result: CellResult) -> bool:
-    spec = result.spec
-    return spec.weights == "pretrained" and spec.max_steps < 0 and spec.evaluate
-
-
 def _points(metrics: dict[str, Any], name: str) -> float | None:
     value = metrics.get(f"{name}_mean", metrics.get(name))
     return None if value is None else 100.0 * float(value)
@@ -182,7 +177,7 @@ def _seed_std(metrics: dict[str, Any], name: str) -> float | None:
 
 
 def quality_findings(current: CellResult, baseline: CellResult | None) -> list[Finding]:
-    if not is_full_finetune(current):
+    if not current.spec.full_finetune:
         return []
     spec = current.spec
     findings = []
@@ -218,12 +213,24 @@ def quality_findings(current: CellResult, baseline: CellResult | None) -> list[F
         distance = value - centre
         sigmas = distance / std if std > 0 else math.inf
         verdict = "regression" if value < lower else "pass"
+        reached = time_to_quality(current.samples.get("eval_curve") or [], name, lower)
         note = (
             f"{name} {value:.2f} is {distance:+.2f} points ({sigmas:+.1f} std) from {centre_source}; "
             f"band >= {lower:.2f} ({QUALITY_BAND_STD:g} x std {std:.2f}, {std_source})"
         )
+        if reached is not None:
+            note += f"; reached the band after {reached:.1f} s of training"
         findings.append(Finding(name, "quality", verdict, value, centre, distance, f">= {lower:.2f}", std, note))
     return findings
+
+
+def time_to_quality(curve: list[dict[str, Any]], metric: str, lower_points: float) -> float | None:
+    """Training seconds (evaluations left out) until ``metric`` first reached ``lower_points``."""
+    for point in curve:
+        value = point.get(metric)
+        if value is not None and 100.0 * value >= lower_points:
+            return float(point["train_seconds"])
+    return None
 
 
 # ---------------------------------------------------------------- the verdict

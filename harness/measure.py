@@ -36,6 +36,7 @@ class BatchCount:
     samples: int
     real_tokens: int
     padded_tokens: int
+    sum_sq_lengths: int = 0  # sum over sequences of (real length)^2, for the attention FLOPs
 
 
 class CountingCollator:
@@ -50,44 +51,75 @@ class CountingCollator:
         input_ids = batch["input_ids"]
         mask = batch.get("attention_mask")
         padded = int(input_ids.numel())
-        real = int(mask.sum()) if mask is not None else padded
-        self.batches.append(BatchCount(int(input_ids.shape[0]), real, padded))
+        if mask is not None:
+            lengths = mask.sum(dim=1)
+            real, sum_sq = int(lengths.sum()), int((lengths * lengths).sum())
+        else:
+            real, sum_sq = padded, int(input_ids.shape[0]) * int(input_ids.shape[1]) ** 2
+        self.batches.append(BatchCount(int(input_ids.shape[0]), real, padded, sum_sq))
         return batch
 
 
 class StepTimer(TrainerCallback):
-    """Marks the start of training and the end of each optimizer step."""
+    """Marks the start of training, the end of each optimizer step, and the end of each
+    evaluation run during training (whose time is then left out of the next step)."""
 
     def __init__(self, use_cuda: bool):
         self.use_cuda = use_cuda
-        self._marks: list[Any] = []
+        self._marks: list[tuple[str, Any]] = []  # ("begin" | "step" | "eval", event or time)
+        self._evals: list[tuple[int, int, dict[str, float]]] = []  # (mark index, global step, metrics)
+        self._training = False
 
-    def _mark(self) -> None:
+    def _mark(self, kind: str) -> None:
         if self.use_cuda:
             import torch
 
             event = torch.cuda.Event(enable_timing=True)
             event.record()
-            self._marks.append(event)
+            self._marks.append((kind, event))
         else:
-            self._marks.append(time.perf_counter())
+            self._marks.append((kind, time.perf_counter()))
 
     def on_train_begin(self, args, state, control, **kwargs):
-        self._marks = []
-        self._mark()
+        self._marks, self._evals, self._training = [], [], True
+        self._mark("begin")
 
     def on_step_end(self, args, state, control, **kwargs):
-        self._mark()
+        self._mark("step")
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        if self._training:  # an evaluation inside trainer.train(), not the final one
+            self._mark("eval")
+            self._evals.append((len(self._marks) - 1, state.global_step, dict(metrics or {})))
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self._training = False
+
+    def _gaps(self) -> list[float]:
+        """Seconds from each mark to the next.  Synchronizes once on a GPU."""
+        if self.use_cuda:
+            self._marks[-1][1].synchronize()
+            return [a.elapsed_time(b) / 1000.0 for (_, a), (_, b) in zip(self._marks, self._marks[1:])]
+        return [b - a for (_, a), (_, b) in zip(self._marks, self._marks[1:])]
 
     def step_seconds(self) -> list[float]:
-        """Duration of each optimizer step, in order.  Synchronizes once on a GPU."""
+        """Duration of each optimizer step, in order; evaluation time is not in any step."""
         if len(self._marks) < 2:
             return []
-        if self.use_cuda:
+        return [gap for gap, (kind, _) in zip(self._gaps(), self._marks[1:]) if kind == "step"]
 
-            self._marks[-1].synchronize()
-            return [a.elapsed_time(b) / 1000.0 for a, b in zip(self._marks, self._marks[1:])]
-        return [b - a for a, b in zip(self._marks, self._marks[1:])]
+    def eval_curve(self) -> list[dict[str, float]]:
+        """Each evaluation during training: the training seconds before it (evaluations
+        left out), its optimizer step, and its metrics."""
+        if not self._evals:
+            return []
+        gaps = self._gaps()
+        curve = []
+        for index, step, metrics in self._evals:
+            trained = sum(gap for gap, (kind, _) in zip(gaps[:index], self._marks[1 : index + 1]) if kind == "step")
+            numbers = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+            curve.append({"train_seconds": trained, "step": step, **numbers})
+        return curve
 
 
 class Sampler:
@@ -175,6 +207,7 @@ def group_batches(batches: Sequence[BatchCount], steps: int, accumulation: int) 
                 sum(b.samples for b in chunk),
                 sum(b.real_tokens for b in chunk),
                 sum(b.padded_tokens for b in chunk),
+                sum(b.sum_sq_lengths for b in chunk),
             )
         )
     return grouped
@@ -212,6 +245,8 @@ def summarize_training(
         "timed_steps": len(timed_seconds),
         "timed_seconds": seconds,
         "timed_samples": samples,
+        "timed_real_tokens": real,
+        "timed_sum_sq_lengths": sum(b.sum_sq_lengths for b in timed),
         "train_samples_per_s": samples / seconds,
         "train_steps_per_s": len(timed_seconds) / seconds,
         "real_tokens_per_s": real / seconds,

@@ -23,6 +23,8 @@ from typing import Any
 
 import transformers
 
+from .flops import layer_parameters
+
 
 class CheckpointError(RuntimeError):
     """A checkpoint or tokenizer cannot be resolved or loaded."""
@@ -113,24 +115,26 @@ def load_config(name: str, num_labels: int) -> tuple[Any, str]:
 
 
 def load_model(
-    name: str, *, weights: str, num_labels: int, config_overrides: dict[str, Any] | None = None
+    name: str, *, weights: str, num_labels: int, attn_implementation: str | None = None
 ) -> tuple[Any, dict[str, Any]]:
     """Build the sequence-classification model; returns it with a record of where it came from."""
-    overrides = dict(config_overrides or {})
+    extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
     if weights == "random":
         config, source = load_config(name, num_labels)
-        for key, value in overrides.items():
-            setattr(config, key, value)
-        model = transformers.AutoModelForSequenceClassification.from_config(config)
-        return model, {"checkpoint_source": source, "weights": "random"}
+        model = transformers.AutoModelForSequenceClassification.from_config(config, **extra)
+        return model, {"checkpoint_source": source, "weights": "random", **_attention(model)}
     resolved = resolve(name)
     try:
         model = transformers.AutoModelForSequenceClassification.from_pretrained(
-            resolved.location, num_labels=num_labels, **overrides
+            resolved.location, num_labels=num_labels, **extra
         )
     except (OSError, ValueError) as exc:
         raise CheckpointError(_load_failure("model", name, resolved, exc)) from exc
-    return model, {"checkpoint_source": resolved.source, "weights": "pretrained"}
+    return model, {"checkpoint_source": resolved.source, "weights": "pretrained", **_attention(model)}
+
+
+def _attention(model: Any) -> dict[str, Any]:
+    return {"attn_implementation": getattr(model.config, "_attn_implementation", None)}
 
 
 def describe(model: Any) -> dict[str, Any]:
@@ -142,6 +146,7 @@ def describe(model: Any) -> dict[str, Any]:
         "model_type": config.model_type,
         "parameters": total,
         "non_embedding_parameters": total - embedding,
+        "layer_parameters": layer_parameters(model),  # N in the 6N FLOPs rule: no embeddings, no heads
         "num_layers": getattr(config, "num_hidden_layers", None) or getattr(config, "n_layers", None),
         "hidden_size": getattr(config, "hidden_size", None) or getattr(config, "dim", None),
     }

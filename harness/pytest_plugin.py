@@ -76,6 +76,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="re-run a cell that crosses a speed or memory threshold K times before it fails (default: 2)",
     )
     group.addoption(
+        "--find-max-batch-size", action="store_true", default=False,
+        help="instead of the cells, search the largest batch that fits for each checkpoint, padding and "
+        "precision of the matrix (doubling, then bisection, on short random-weight runs)",
+    )
+    group.addoption(
         "--trainer-progress", action="store_true", default=False,
         help="show the Trainer's own progress bar for every cell (use with -s, or it is captured)",
     )
@@ -128,6 +133,7 @@ class HarnessSession:
         self.planned: list[str] = []  # ids of the cells selected to run, in order
         self.updated: list[Path] = []  # baselines written by --update-baselines
         self.started = 0  # cells started, for the progress line
+        self.searches: list[Any] = []  # --find-max-batch-size answers
 
     # ------------------------------------------------------------ matrix
 
@@ -257,6 +263,8 @@ class HarnessSession:
             callspec = getattr(item, "callspec", None)
             if callspec is not None and "cell" in callspec.params:
                 self.planned.append(callspec.params["cell"].id)
+            elif callspec is not None and "batch_search_cell" in callspec.params:
+                self.planned.append(callspec.id)
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
@@ -264,6 +272,10 @@ class HarnessSession:
             self.writer.close(interrupted=exitstatus == pytest.ExitCode.INTERRUPTED)
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if self.searches:
+            terminalreporter.section("trainer-bench: largest batch that fits")
+            for search in self.searches:
+                terminalreporter.write_line(search.line())
         if not self.results:
             return
         from .report import summary_table
@@ -280,11 +292,49 @@ class HarnessSession:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "cell" not in metafunc.fixturenames:
-        return
     session: HarnessSession = metafunc.config.pluginmanager.get_plugin(HarnessSession.name)
-    matrix = session.matrix
-    metafunc.parametrize("cell", list(matrix.cells), ids=matrix.ids)
+    if "cell" in metafunc.fixturenames:
+        matrix = session.matrix
+        metafunc.parametrize("cell", list(matrix.cells), ids=matrix.ids)
+    elif "batch_search_cell" in metafunc.fixturenames:
+        from .maxbatch import group_key
+
+        groups: dict[str, Any] = {}
+        for cell in session.matrix.cells:
+            groups.setdefault(group_key(cell), cell)
+        metafunc.parametrize("batch_search_cell", list(groups.values()), ids=list(groups))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """--find-max-batch-size runs only the batch-size searches; otherwise they are left out."""
+    searching = config.getoption("find_max_batch_size")
+    keep, drop = [], []
+    for item in items:
+        is_search = "batch_search_cell" in getattr(item, "fixturenames", ())
+        (keep if is_search == searching else drop).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
+@pytest.fixture
+def find_max_batch(harness_session: HarnessSession):
+    """Search the largest batch that fits for one (checkpoint, padding, precision) group."""
+    from .maxbatch import find_max_batch_size
+
+    def search(cell: Any):
+        harness_session.started += 1
+        harness_session.progress(f"[group {harness_session.started}/{len(harness_session.planned) or '?'}] "
+                                 f"largest batch for {cell.id}")
+        found = find_max_batch_size(cell, harness_session._run)
+        harness_session.searches.append(found)
+        writer = harness_session.run_writer()
+        writer.annotate("max_batch_size", [s.to_dict() for s in harness_session.searches])
+        if found.error:
+            pytest.fail(found.line(), pytrace=False)
+        return found
+
+    return search
 
 
 @pytest.fixture(scope="session")

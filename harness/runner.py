@@ -8,6 +8,7 @@ reason, ``oom``, or ``error`` with a message that says what was wrong.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import math
 import tempfile
@@ -25,16 +26,17 @@ from transformers.trainer_callback import PrinterCallback
 from . import compat, metrics
 from .data import TASKS, DataError, FeatureDataset, TaskData, load_task, tokenize_task
 from .env import environment
+from .flops import mfu_figures
 from .measure import (
     CountingCollator,
     MeasurementError,
     Sampler,
     StepTimer,
-    nvml_memory_reader,
     process_rss_bytes,
     summarize_training,
 )
 from .models import CheckpointError, describe, load_model, load_tokenizer
+from .nvml import open_sampler
 from .results import CellResult, utc_now
 from .spec import CellSpec
 
@@ -109,8 +111,12 @@ class CellSkipped(Exception):
     """The cell cannot run on this machine; the message is the reason."""
 
 
-def precision_unsupported(precision: str, use_cuda: bool) -> str | None:
-    """Why this device cannot run ``precision``, or None when it can."""
+def precision_unsupported(precision: str, use_cuda: bool, tf32: bool = False) -> str | None:
+    """Why this device cannot run ``precision`` (and TF32 matmuls), or None when it can."""
+    if tf32 and not use_cuda:
+        return "tf32 is a CUDA (Ampere and newer) setting; this cell runs on the CPU"
+    if tf32 and torch.cuda.get_device_capability()[0] < 8:
+        return f"tf32 needs compute capability 8.0+; {torch.cuda.get_device_name(0)} has none"
     if precision == "fp16" and not use_cuda:
         return "fp16 mixed precision (with loss scaling) needs a CUDA device; this cell runs on the CPU"
     if precision == "bf16" and use_cuda and not torch.cuda.is_bf16_supported():
@@ -134,7 +140,7 @@ def prepare_cell(
     glue_dir: str | None = None,
     show_progress: bool = False,
 ) -> PreparedCell:
-    reason = precision_unsupported(spec.precision, use_cuda)
+    reason = precision_unsupported(spec.precision, use_cuda, tf32=bool(spec.extra_training_args.get("tf32")))
     if reason:
         raise CellSkipped(reason)
     if use_cuda and not torch.cuda.is_available():
@@ -147,7 +153,10 @@ def prepare_cell(
     )
     transformers.set_seed(spec.seed)  # the Trainer seeds too, but only after the model exists
 
-    model, model_info = load_model(spec.checkpoint, weights=spec.weights, num_labels=TASKS[spec.task].num_labels)
+    model, model_info = load_model(
+        spec.checkpoint, weights=spec.weights, num_labels=TASKS[spec.task].num_labels,
+        attn_implementation=spec.attn_implementation,
+    )
     provenance = {
         **model_info,
         **describe(model),
@@ -171,7 +180,9 @@ def prepare_cell(
         fp16=spec.precision == "fp16",
         bf16=spec.precision == "bf16",
         group_by_length=spec.padding == "bucketed",
-        eval_strategy="no",
+        # Full fine-tunes evaluate at each epoch's end too (outside the timed steps), for
+        # the time-to-quality curve; other cells evaluate once, after training.
+        eval_strategy="epoch" if spec.full_finetune else "no",
         save_strategy="no",
         logging_strategy="steps",
         disable_tqdm=not show_progress,
@@ -253,16 +264,14 @@ def _train_and_evaluate(
     trainer: HarnessTrainer, prepared: PreparedCell, counting: CountingCollator, timer: StepTimer
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     spec, use_cuda = prepared.spec, prepared.use_cuda
+    nvml = None
     if use_cuda:
         torch.cuda.reset_peak_memory_stats()
-        device_index = torch.cuda.current_device()
-        reader = nvml_memory_reader(device_index)
-    else:
-        reader = process_rss_bytes
-    sampler = Sampler(reader or (lambda: None))
+        nvml = open_sampler(torch.cuda.current_device())
+    sampler = Sampler(process_rss_bytes)
 
     _synchronize(use_cuda)
-    with sampler:
+    with sampler, (nvml or contextlib.nullcontext()):
         t0 = time.perf_counter()
         trainer.train()
         _synchronize(use_cuda)
@@ -275,12 +284,21 @@ def _train_and_evaluate(
     )
     figures["train_wall_s"] = train_wall
     figures["train_samples"] = sum(b.samples for b in counting.batches[: len(step_seconds) * accumulation])
+    figures["peak_rss_bytes"] = sampler.peak
     if use_cuda:
         figures["peak_mem_allocated_bytes"] = torch.cuda.max_memory_allocated()
         figures["peak_mem_reserved_bytes"] = torch.cuda.max_memory_reserved()
-        figures["peak_device_mem_used_bytes"] = sampler.peak  # NVML: the device's own view
-    else:
-        figures["peak_rss_bytes"] = sampler.peak
+        if nvml is not None:  # the device's own view: memory, power, energy, clocks, throttling
+            figures.update(nvml.summary.figures(figures["train_samples"]))
+            figures["energy_source"] = nvml.summary.energy_source
+            figures["throttle_reasons"] = nvml.summary.throttle_reasons
+    shape = prepared.provenance
+    figures.update(mfu_figures(
+        layer_params=shape["layer_parameters"], num_layers=shape["num_layers"], hidden_size=shape["hidden_size"],
+        real_tokens=figures.pop("timed_real_tokens"), sum_sq_lengths=figures.pop("timed_sum_sq_lengths"),
+        seconds=figures["timed_seconds"], gpu_name=torch.cuda.get_device_name() if use_cuda else None,
+        precision=spec.precision, tf32=bool(spec.extra_training_args.get("tf32")),
+    ))
 
     losses = [(e["step"], e["loss"]) for e in trainer.state.log_history if "loss" in e]
     figures["final_train_loss"] = losses[-1][1] if losses else None
@@ -303,6 +321,10 @@ def _train_and_evaluate(
     samples = {
         "step_seconds": step_seconds,
         "loss_curve": [[step, loss] for step, loss in losses],
-        "memory_samples_bytes": sampler.samples[:: max(1, len(sampler.samples) // 200)],
+        "eval_curve": timer.eval_curve(),
+        "rss_samples_bytes": sampler.samples[:: max(1, len(sampler.samples) // 200)],
     }
+    if nvml is not None:
+        every = max(1, len(nvml.summary.samples) // 200)
+        samples["nvml"] = [vars(s) for s in nvml.summary.samples[::every]]
     return figures, samples

@@ -54,6 +54,7 @@ PADDINGS = ("dynamic", "max_length", "bucketed")
 PRECISIONS = ("fp32", "fp16", "bf16")
 WEIGHTS = ("pretrained", "random")
 TASKS = ("mrpc",)
+ATTENTION = ("eager", "sdpa", "flash_attention_2", "flash_attention_3", "flex_attention")
 
 # TrainingArguments fields the harness sets itself; the matrix says them another way.
 RESERVED_TRAINING_ARGS = {
@@ -105,6 +106,8 @@ class CellSpec:
     # Optimizer steps at the start of training left out of every throughput figure.
     timing_warmup_steps: int = 5
     evaluate: bool = True
+    # "sdpa", "eager", "flash_attention_2"...; None keeps the library's default.
+    attn_implementation: str | None = None
     # Extra TrainingArguments fields, as sorted (name, value) pairs.
     training_args: tuple[tuple[str, Any], ...] = ()
     # Regression thresholds over the defaults, e.g. ("train_samples_per_s:-10%",).
@@ -138,6 +141,8 @@ class CellSpec:
                 f"`max_steps` ({self.max_steps}) must exceed `timing_warmup_steps` "
                 f"({self.timing_warmup_steps}), or no step is left to time"
             )
+        if self.attn_implementation is not None and self.attn_implementation not in ATTENTION:
+            _check_choice("attn_implementation", self.attn_implementation, ATTENTION)
         if not isinstance(self.evaluate, bool):
             raise SpecError(f"`evaluate` must be true or false, got {self.evaluate!r}")
         if isinstance(self.training_args, Mapping):
@@ -161,6 +166,11 @@ class CellSpec:
                 raise SpecError(f"`thresholds`: {exc}") from None
         if not isinstance(self.label, str):
             raise SpecError(f"`label` must be a string, got {self.label!r}")
+
+    @property
+    def full_finetune(self) -> bool:
+        """Pretrained weights trained for whole epochs and evaluated: a quality claim."""
+        return self.weights == "pretrained" and self.max_steps < 0 and self.evaluate
 
     @property
     def checkpoint_name(self) -> str:

@@ -32,6 +32,9 @@ CALLS = []
 
 
 def fake_run_cell(spec, *, run_id, use_cuda, glue_dir=None, show_progress=False):
+    if spec.label == "maxbatch":  # probes of --find-max-batch-size
+        status = "ok" if spec.batch_size <= SCRIPT["capacity"] else "oom"
+        return CellResult(spec=spec, status=status, run_id=run_id, env=dict(environment()))
     queue = SCRIPT[spec.id]
     figures = dict(queue[min(len([c for c in CALLS if c == spec.id]), len(queue) - 1)])
     CALLS.append(spec.id)
@@ -194,3 +197,15 @@ def test_seeds_mode_records_mean_and_std_and_sets_the_band(project):
     assert doc["metrics"]["eval_accuracy_mean"] == pytest.approx(0.85)
     assert doc["metrics"]["eval_accuracy_std"] == pytest.approx(0.01)
     assert [r["seed"] for r in doc["samples"]["repeats"]] == [42, 43, 44]
+
+
+def test_find_max_batch_size_replaces_the_cells_with_searches(project):
+    pytester, run = project
+    result = run({"capacity": 40}, "--find-max-batch-size")
+    result.assert_outcomes(passed=1, deselected=2)
+    result.stdout.fnmatch_lines([
+        "*largest batch that fits*",
+        "mrpc-bert-base-uncased-dynamic-fp32: max batch size 40 (first out of memory at 41; tried 8:ok, 16:ok, 32:ok*64:oom*",
+    ])
+    manifest = json.loads(next(pytester.path.joinpath("results", "runs").rglob("run.json")).read_text())
+    assert manifest["max_batch_size"][0]["max_batch_size"] == 40

@@ -43,7 +43,8 @@ def test_counting_collator_counts_real_and_padded_tokens(tokenizer):
     batch = collate(features)
     width = batch["input_ids"].shape[1]
     assert width == max(len(f["input_ids"]) for f in features)
-    assert collate.batches == [BatchCount(2, sum(len(f["input_ids"]) for f in features), 2 * width)]
+    lengths = [len(f["input_ids"]) for f in features]
+    assert collate.batches == [BatchCount(2, sum(lengths), 2 * width, sum(n * n for n in lengths))]
 
 
 def test_sampler_keeps_peak_and_a_final_reading():
@@ -72,3 +73,27 @@ def test_step_timer_uses_cuda_events():  # pragma: no cover - GPU only
         x = x @ x
         timer.on_step_end(None, None, None)
     assert all(s > 0 for s in timer.step_seconds())
+
+
+def test_evaluation_during_training_is_left_out_of_the_steps_and_gives_a_curve():
+    class State:
+        global_step = 0
+
+    timer, state = StepTimer(use_cuda=False), State()
+    timer.on_train_begin(None, state, None)
+    for step in (1, 2):
+        time.sleep(0.01)
+        state.global_step = step
+        timer.on_step_end(None, state, None)
+    time.sleep(0.2)  # an evaluation at the epoch's end
+    timer.on_evaluate(None, state, None, metrics={"eval_f1": 0.8})
+    time.sleep(0.01)
+    state.global_step = 3
+    timer.on_step_end(None, state, None)
+    timer.on_train_end(None, state, None)
+    timer.on_evaluate(None, state, None, metrics={"eval_f1": 0.9})  # the final one, after training
+    steps = timer.step_seconds()
+    assert len(steps) == 3 and max(steps) < 0.1
+    (point,) = timer.eval_curve()
+    assert point["step"] == 2 and point["eval_f1"] == 0.8
+    assert point["train_seconds"] == pytest.approx(sum(steps[:2]))
