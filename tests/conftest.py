@@ -13,6 +13,10 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 
 pytest_plugins = ["pytester"]
 
+# Loaded once, here: pytester's inline runs restore sys.modules after each run, and torch
+# (imported by the runner) cannot be imported twice in one process.
+import harness.runner  # noqa: E402, F401
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -10,10 +10,6 @@ from pathlib import Path
 
 import pytest
 
-# Imported here, before any inline pytester run: pytester restores sys.modules after each
-# run, and torch cannot be imported twice in one process.
-import harness.runner  # noqa: F401
-
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "test_mrpc.py"
 
 FAKE_RUNNER = '''

@@ -13,7 +13,7 @@ PUBLISHED = {
 @pytest.mark.parametrize("name", sorted(PUBLISHED))
 def test_builtin_configs_build_the_published_architectures_offline(name):
     model, info = load_model(name, weights="random", num_labels=2)
-    assert info == {"checkpoint_source": "builtin", "weights": "random"}
+    assert info["checkpoint_source"] == "builtin" and info["weights"] == "random" and info["attn_implementation"]
     assert describe(model)["parameters"] == PUBLISHED[name]
 
 
@@ -55,3 +55,8 @@ def test_unknown_checkpoint_offline_says_what_a_checkpoint_can_be():
         load_model("no-such-org/no-such-model", weights="pretrained", num_labels=2)
     message = str(info.value)
     assert "no-such-org/no-such-model" in message and "local folder" in message and "all-MiniLM-L6-v2" in message
+
+
+def test_the_attention_implementation_is_an_axis(tiny_bert_dir):
+    _, info = load_model(str(tiny_bert_dir), weights="pretrained", num_labels=2, attn_implementation="eager")
+    assert info["attn_implementation"] == "eager"
