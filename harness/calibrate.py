@@ -21,7 +21,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from .baselines import load_baseline
-from .gate import judge, needs_confirmation
+from .gate import confirm_verdict, judge, needs_confirmation
 from .results import CellResult, read_run
 from .stats import fold
 
@@ -44,7 +44,7 @@ def slowed(result: CellResult, fraction: float) -> CellResult:
 def verdict_with_confirmation(first: CellResult, confirmations: Sequence[CellResult], baseline: CellResult) -> str:
     verdict = judge(first, baseline)
     if needs_confirmation(verdict) and confirmations:
-        verdict = judge(fold(list(confirmations)), baseline)
+        verdict = confirm_verdict(verdict, replace(first, samples=dict(first.samples)), fold(list(confirmations)), baseline)
     return verdict.verdict
 
 

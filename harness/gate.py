@@ -267,4 +267,29 @@ def needs_confirmation(verdict: Verdict) -> bool:
     return any(f.kind in ("speed", "memory") for f in verdict.regressions())
 
 
+def confirm_verdict(
+    first: Verdict, result: CellResult, confirmed: CellResult, baseline: CellResult | None,
+    *, baseline_source: str | None = None,
+) -> Verdict:
+    """The verdict once the confirmation runs are in: speed and memory from them, quality
+    from the first measurement.  The runs' figures are kept in the result's samples."""
+    if not confirmed.ok:
+        return first
+    again = judge(confirmed, baseline, baseline_source=baseline_source)
+    quality = [f for f in first.findings if f.kind == "quality"]
+    speed = [f for f in again.findings if f.kind != "quality"]
+    confirmed_regression = any(f.verdict == "regression" for f in speed)
+    result.samples["first_measurement"] = result.samples.get("repeats")
+    result.samples["confirmation"] = confirmed.samples["repeats"]
+    return Verdict(
+        result.id,
+        "regression" if confirmed_regression or any(f.verdict == "regression" for f in quality) else again.verdict,
+        speed + quality,
+        again.env_changes,
+        baseline_source,
+        confirmation=[dict(r) for r in confirmed.samples["repeats"]],
+        note="" if confirmed_regression else "the first measurement crossed a threshold; the confirmation runs did not",
+    )
+
+
 __all__ = ["GATED_METRICS", "Finding", "Verdict", "env_changes", "judge", "needs_confirmation"]

@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 
 from .baselines import load_baseline, write_baseline
-from .gate import Verdict, judge, needs_confirmation
+from .gate import Verdict, confirm_verdict, judge, needs_confirmation
 from .results import CellResult, ResultsError, RunWriter, new_run_id
 from .spec import Matrix, SpecError, load_matrix
 from .stats import fold
@@ -223,6 +223,8 @@ class HarnessSession:
 
         benchmark.pedantic(once, rounds=1, iterations=1, warmup_rounds=0)
         result = holder["result"]
+        if result.ok and result.spec.nproc > 1:
+            self.add_scaling_efficiency(result)
         baseline, baseline_error, source = None, None, None
         if result.ok:
             try:
@@ -235,26 +237,22 @@ class HarnessSession:
         if needs_confirmation(verdict) and confirm > 0:
             self.progress(f"{cell.id}: {verdict.regressions()[0].line()}; confirming with {confirm} re-runs")
             confirmed = self.measure(cell, confirm, vary_seed=False, what="confirmation")
-            if confirmed.ok:
-                again = judge(confirmed, baseline, baseline_source=source)
-                quality = [f for f in verdict.findings if f.kind == "quality"]
-                speed = [f for f in again.findings if f.kind != "quality"]
-                verdict = Verdict(
-                    result.id,
-                    "regression" if any(f.verdict == "regression" for f in speed + quality) else again.verdict,
-                    speed + quality,
-                    again.env_changes,
-                    source,
-                    confirmation=[dict(r) for r in confirmed.samples["repeats"]],
-                    note="" if any(f.verdict == "regression" for f in speed) else
-                    "the first measurement crossed a threshold; the confirmation runs did not",
-                )
-                result.samples["first_measurement"] = result.samples.get("repeats")
-                result.samples["confirmation"] = confirmed.samples["repeats"]
+            verdict = confirm_verdict(verdict, result, confirmed, baseline, baseline_source=source)
         if baseline_error:
             verdict = Verdict(result.id, "error", verdict.findings, note=baseline_error)
         result.verdict = verdict.to_dict()
         return result, verdict, baseline_error
+
+    def add_scaling_efficiency(self, result: CellResult) -> None:
+        """Against the single-device twin measured earlier in this run, when there is one."""
+        from .distributed import scaling_efficiency
+
+        twin = replace(result.spec, nproc=1, label="")
+        for single in self.results:
+            if single.ok and replace(single.spec, label="") == twin:
+                result.metrics["scaling_efficiency"] = scaling_efficiency(result, single)
+                result.metrics["scaling_reference_cell"] = single.id
+                return
 
     # ------------------------------------------------------------ hooks
 

@@ -23,7 +23,7 @@ import transformers
 from transformers import DataCollatorWithPadding, Trainer
 from transformers.trainer_callback import PrinterCallback
 
-from . import compat, metrics
+from . import compat, distributed, metrics
 from .data import TASKS, DataError, FeatureDataset, TaskData, load_task, tokenize_task
 from .env import environment
 from .flops import mfu_figures
@@ -64,7 +64,7 @@ class HarnessTrainer(Trainer):
         super().__init__(*args, **kwargs)
         self.train_collator = train_collator
 
-    def get_train_dataloader(self):  # noqa: D401 - Trainer API
+    def get_train_dataloader(self):
         if self.train_collator is None:
             return super().get_train_dataloader()
         eval_collator = self.data_collator
@@ -187,6 +187,7 @@ def prepare_cell(
         logging_strategy="steps",
         disable_tqdm=not show_progress,
         use_cpu=not use_cuda,
+        **({"ddp_backend": "gloo"} if spec.nproc > 1 and not use_cuda else {}),
         **extra,
     )
     return PreparedCell(
@@ -220,6 +221,12 @@ def run_cell(
             spec=spec, status=status, run_id=run_id, env=env, started_at=started,
             finished_at=utc_now(), reason=reason, **fields,
         )
+
+    if spec.nproc > 1 and not distributed.in_worker():
+        try:
+            return distributed.launch(spec, run_id=run_id, use_cuda=use_cuda, glue_dir=glue_dir)
+        except Exception as exc:  # the launcher failed before rank 0 could write a result
+            return finish("error", f"{type(exc).__name__}: {exc}")
 
     scratch = tempfile.TemporaryDirectory(prefix=f"harness-{spec.id}-")
     trainer = prepared = None
@@ -279,11 +286,19 @@ def _train_and_evaluate(
 
     accumulation = trainer.args.gradient_accumulation_steps
     step_seconds = timer.step_seconds()
+    world = trainer.args.world_size
+    batches = counting.batches
+    if world > 1:  # every rank's batches, summed per step: global figures
+        batches, accumulation = distributed.gather_batches(batches, len(step_seconds), accumulation), 1
     figures: dict[str, Any] = summarize_training(
-        step_seconds, counting.batches, warmup=spec.timing_warmup_steps, accumulation=accumulation
+        step_seconds, batches, warmup=spec.timing_warmup_steps, accumulation=accumulation
     )
     figures["train_wall_s"] = train_wall
-    figures["train_samples"] = sum(b.samples for b in counting.batches[: len(step_seconds) * accumulation])
+    figures["train_samples"] = sum(b.samples for b in batches[: len(step_seconds) * accumulation])
+    figures["world_size"] = world
+    figures["global_batch_size"] = spec.batch_size * world * trainer.args.gradient_accumulation_steps
+    if world > 1:
+        figures["per_device_samples_per_s"] = figures["train_samples_per_s"] / world
     figures["peak_rss_bytes"] = sampler.peak
     if use_cuda:
         figures["peak_mem_allocated_bytes"] = torch.cuda.max_memory_allocated()
@@ -297,7 +312,7 @@ def _train_and_evaluate(
         layer_params=shape["layer_parameters"], num_layers=shape["num_layers"], hidden_size=shape["hidden_size"],
         real_tokens=figures.pop("timed_real_tokens"), sum_sq_lengths=figures.pop("timed_sum_sq_lengths"),
         seconds=figures["timed_seconds"], gpu_name=torch.cuda.get_device_name() if use_cuda else None,
-        precision=spec.precision, tf32=bool(spec.extra_training_args.get("tf32")),
+        precision=spec.precision, tf32=bool(spec.extra_training_args.get("tf32")), devices=world,
     ))
 
     losses = [(e["step"], e["loss"]) for e in trainer.state.log_history if "loss" in e]

@@ -108,6 +108,8 @@ class CellSpec:
     evaluate: bool = True
     # "sdpa", "eager", "flash_attention_2"...; None keeps the library's default.
     attn_implementation: str | None = None
+    # Processes (devices) of one node, under torchrun with DDP; batch_size is per device.
+    nproc: int = 1
     # Extra TrainingArguments fields, as sorted (name, value) pairs.
     training_args: tuple[tuple[str, Any], ...] = ()
     # Regression thresholds over the defaults, e.g. ("train_samples_per_s:-10%",).
@@ -129,6 +131,7 @@ class CellSpec:
         _check_int("max_steps", self.max_steps, minimum=-1)
         _check_int("seed", self.seed, minimum=0)
         _check_int("timing_warmup_steps", self.timing_warmup_steps, minimum=0)
+        _check_int("nproc", self.nproc, minimum=1)
         for name in ("learning_rate", "num_train_epochs", "weight_decay"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
