@@ -133,6 +133,10 @@ def test_the_shipped_matrices_expand():
     assert len(nightly) >= 3 * 2 * 3 * 3
     assert {c.checkpoint for c in nightly.cells} >= {"bert-base-uncased", "distilbert-base-uncased", "roberta-base"}
     assert {c.precision for c in nightly.cells} == {"fp32", "fp16", "bf16"}
+    assert {c.batch_size for c in nightly.cells} == {8, 16, 32}
+    assert {c.padding for c in nightly.cells} == {"dynamic", "max_length"}
+    for path in root.glob("*.toml"):  # every shipped matrix expands
+        assert len(load_matrix(path)) > 0
 
 
 def test_parse_matrix_from_a_mapping():
