@@ -259,7 +259,11 @@ def judge(
     else:
         overall = "pass"
     changes = env_changes(baseline.env, current.env) if baseline is not None else []
-    return Verdict(current.id, overall, findings, changes, baseline_source)
+    note = ""
+    if current.metrics.get("throttled"):
+        reasons = ", ".join(current.metrics.get("throttle_reasons") or []) or "unknown reasons"
+        note = f"the GPU throttled during training ({reasons}): its speed figures understate the hardware"
+    return Verdict(current.id, overall, findings, changes, baseline_source, note=note)
 
 
 def needs_confirmation(verdict: Verdict) -> bool:

@@ -34,14 +34,20 @@ COLUMNS: dict[str, str] = {
     "train_wall_s": "wall time of trainer.train()", "peak_mem_allocated_bytes": "torch allocator peak",
     "peak_mem_reserved_bytes": "torch allocator reserved peak", "peak_device_mem_used_bytes": "NVML device memory peak",
     "peak_rss_bytes": "process RSS peak (CPU runs)", "eval_accuracy": "validation accuracy (0-1)",
-    "eval_f1": "validation F1 (0-1)", "quality_reference": "centre of the quality band, in points",
+    "eval_f1": "validation F1 (0-1)", "achieved_tflops": "model TFLOP/s over the timed steps",
+    "mfu": "model FLOPs utilization against the GPU's dense peak (NaN where unknown)",
+    "energy_j": "GPU energy during training", "energy_per_sample_j": "GPU energy per trained sample",
+    "throttled": "whether the GPU throttled during training (1/0, NaN on a CPU)",
+    "world_size": "processes of a multi-process cell (1 otherwise)",
+    "quality_reference": "centre of the quality band, in points",
     "quality_lower": "lower edge of the quality band, in points",
 }
 
 _METRICS = [
     "repeats", "train_samples_per_s", "train_steps_per_s", "real_tokens_per_s", "padded_tokens_per_s",
     "padding_efficiency", "eval_samples_per_s", "train_wall_s", "peak_mem_allocated_bytes", "peak_mem_reserved_bytes",
-    "peak_device_mem_used_bytes", "peak_rss_bytes", "eval_accuracy", "eval_f1",
+    "peak_device_mem_used_bytes", "peak_rss_bytes", "eval_accuracy", "eval_f1", "achieved_tflops", "mfu",
+    "energy_j", "energy_per_sample_j", "throttled", "world_size",
 ]
 
 

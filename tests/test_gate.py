@@ -166,3 +166,8 @@ def test_quality_band_comes_from_the_measured_seed_spread_of_the_baseline():
     unchecked = judge(finetune("all-MiniLM-L6-v2", eval_accuracy=0.5), finetune("all-MiniLM-L6-v2", eval_accuracy=0.78))
     assert unchecked.verdict == "pass"
     assert any(f.verdict == "unchecked" and "--seeds" in f.note for f in unchecked.findings)
+
+
+def test_a_throttled_gpu_is_flagged_in_the_verdict():
+    v = judge(result(throttled=True, throttle_reasons=["sw_power_cap"]), result())
+    assert "throttled during training (sw_power_cap)" in v.message()
