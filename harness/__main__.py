@@ -31,6 +31,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cal.add_argument("runs", nargs="+", type=Path)
     cal.add_argument("--baselines", type=Path, default=Path("results/baselines"))
     cal.add_argument("--confirm", type=int, default=2)
+    cal.add_argument("--matrix", type=Path, help="judge with the thresholds this matrix declares now")
 
     args = parser.parse_args(argv)
     try:
@@ -52,7 +53,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         from .calibrate import main as calibrate_main
 
-        return calibrate_main([*map(str, args.runs), "--baselines", str(args.baselines), "--confirm", str(args.confirm)])
+        extra = ["--matrix", str(args.matrix)] if args.matrix else []
+        return calibrate_main(
+            [*map(str, args.runs), "--baselines", str(args.baselines), "--confirm", str(args.confirm), *extra]
+        )
     except ResultsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -2,14 +2,17 @@
 
 Both questions are answered from real runs of an unchanged tree against their baselines:
 
-* false alarms: each run's verdict for each cell, with the gate's own confirmation step
-  (a cell that crosses a threshold is confirmed with the next ``confirm`` runs of the
-  same cell, as ``--confirm`` would re-measure it);
+* false alarms: each run's verdict for each cell, with the gate's own confirmation step:
+  the confirmation runs that run really measured (``samples["confirmation"]``), or, where
+  it made none, the next ``confirm`` runs of the same cell;
 * detection: the same real measurements with a planted slowdown applied to their speed
   figures (every figure in the cell's timed region scaled by ``1 - s``), judged by the
   same gate; the smallest ``s`` caught in every case is the reliable detection limit.
 
-    python -m harness.calibrate --baselines results/baselines RUN_DIR [RUN_DIR ...]
+    python -m harness calibrate --baselines results/baselines [--matrix M] RUN_DIR [RUN_DIR ...]
+
+With ``--matrix``, each cell is judged with the thresholds that matrix declares now
+(the measurements stay what they were).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from pathlib import Path
 from .baselines import load_baseline
 from .gate import confirm_verdict, judge, needs_confirmation
 from .results import CellResult, read_run
+from .spec import load_matrix
 from .stats import fold
 
 SPEED_FIGURES = ("train_samples_per_s", "train_steps_per_s", "real_tokens_per_s", "padded_tokens_per_s")
@@ -48,11 +52,22 @@ def verdict_with_confirmation(first: CellResult, confirmations: Sequence[CellRes
     return verdict.verdict
 
 
-def calibrate(baselines_dir: Path, run_dirs: Sequence[Path], confirm: int = 2) -> dict:
+def measured_confirmations(result: CellResult) -> list[CellResult]:
+    """The confirmation runs a result carries, as results of their own."""
+    return [
+        replace(result, metrics={**result.metrics, **figures}, samples={"noise": {}})
+        for figures in result.samples.get("confirmation") or []
+    ]
+
+
+def calibrate(baselines_dir: Path, run_dirs: Sequence[Path], confirm: int = 2, matrix: Path | None = None) -> dict:
+    thresholds = {c.id: c.thresholds for c in load_matrix(matrix).cells} if matrix else {}
     by_cell: dict[str, list[CellResult]] = defaultdict(list)
     for run_dir in run_dirs:
         for result in read_run(run_dir):
             if result.ok:
+                if result.id in thresholds:
+                    result = replace(result, spec=replace(result.spec, thresholds=thresholds[result.id]))
                 by_cell[result.id].append(result)
     report: dict = {"cells": {}, "false_alarms": 0, "verdicts": 0, "first_crossings": 0, "detection": {}}
     caught = defaultdict(int)
@@ -63,13 +78,18 @@ def calibrate(baselines_dir: Path, run_dirs: Sequence[Path], confirm: int = 2) -
             continue
         cell = {"runs": len(runs), "false_alarms": 0, "changes": []}
         for i, first in enumerate(runs):
-            others = [runs[(i + k) % len(runs)] for k in range(1, confirm + 1)] if len(runs) > 1 else []
+            others = measured_confirmations(first)
+            if not others and len(runs) > 1:
+                others = [runs[(i + k) % len(runs)] for k in range(1, confirm + 1)]
             base = baseline.metrics["train_samples_per_s"]
             cell["changes"].append(first.metrics["train_samples_per_s"] / base - 1)
             if needs_confirmation(judge(first, baseline)):
                 report["first_crossings"] += 1
             if verdict_with_confirmation(first, others, baseline) == "regression":
                 cell["false_alarms"] += 1
+                cell.setdefault("alarms", []).append(
+                    [f.line() for f in judge(first, baseline).regressions()] + [f"run {first.run_id}"]
+                )
             for s in SLOWDOWNS:
                 if verdict_with_confirmation(slowed(first, s), [slowed(o, s) for o in others], baseline) == "regression":
                     caught[s] += 1
@@ -88,14 +108,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("runs", nargs="+", type=Path, help="run folders (results/runs/<run-id>) of an unchanged tree")
     parser.add_argument("--baselines", type=Path, default=Path("results/baselines"))
     parser.add_argument("--confirm", type=int, default=2)
+    parser.add_argument("--matrix", type=Path, help="judge with the thresholds this matrix declares now")
     args = parser.parse_args(argv)
-    report = calibrate(args.baselines, args.runs, args.confirm)
+    report = calibrate(args.baselines, args.runs, args.confirm, args.matrix)
     print(f"runs: {len(args.runs)}; cell verdicts: {report['verdicts']}")
     print(f"first measurements past a threshold: {report['first_crossings']}")
     print(f"false regressions after confirmation: {report['false_alarms']}")
     for cell_id, cell in report["cells"].items():
         changes = ", ".join(f"{c:+.1%}" for c in cell["changes"])
         print(f"  {cell_id}: train_samples_per_s vs baseline {changes}; false alarms {cell['false_alarms']}")
+        for alarm in cell.get("alarms", []):
+            print(f"    alarm: {'; '.join(alarm)}")
     print("planted slowdown -> share of verdicts that catch it:")
     for s, share in report["detection"].items():
         print(f"  {s:.0%}: {share:.0%}")

@@ -93,13 +93,14 @@ def quality_chart(latest: pd.DataFrame) -> str | None:
 
 
 def _table(latest: pd.DataFrame) -> str:
-    head = ["cell", "verdict", "samples/s", "real tok/s", "pad eff", "peak mem MiB", "acc", "f1"]
+    head = ["cell", "run", "verdict", "samples/s", "real tok/s", "pad eff", "peak mem MiB", "acc", "f1"]
     out = ["<table><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>"]
     for _, r in latest.iterrows():
         verdict = r.verdict or r.status
         mem = r.peak_mem_reserved_bytes if pd.notna(r.peak_mem_reserved_bytes) else r.peak_rss_bytes
         cells = [
             html.escape(r.cell_id),
+            html.escape(r.run_id),
             f'<span style="color:{VERDICT_COLOURS.get(verdict, "#000")};font-weight:bold">{html.escape(verdict)}</span>',
             _n(r.train_samples_per_s, ".1f"), _n(r.real_tokens_per_s, ".0f"), _n(r.padding_efficiency, ".1%"),
             _n(mem / 2**20 if pd.notna(mem) else None, ".0f"), _n(r.eval_accuracy, ".3f"), _n(r.eval_f1, ".3f"),
@@ -119,8 +120,9 @@ def build_report(results_dir: str | Path) -> str:
     if frame.empty:
         raise ResultsError(f"{results_dir}: no stored run to report on (expected runs/<run-id>/run.json)")
     latest_run = frame.run_id.iloc[-1]
-    latest = frame[frame.run_id == latest_run]
-    state = latest.run_state.iloc[0]
+    state = frame[frame.run_id == latest_run].run_state.iloc[0]
+    # The newest result of every cell: a cell left out of the latest run still shows.
+    latest = frame.groupby("cell_id", sort=False).tail(1).sort_values("cell_id").reset_index(drop=True)
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'><title>trainer-bench report</title>",
         "<style>body{font-family:sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse;font-size:13px}"
@@ -134,7 +136,8 @@ def build_report(results_dir: str | Path) -> str:
     if state != "complete":
         parts.append(f"<p class='partial' id='partial'>The latest run is <b>{html.escape(str(state))}</b>: it was "
                      "interrupted or is still running; the cells below are the ones that finished.</p>")
-    parts += ["<h2>Latest verdicts</h2>", _table(latest), "<h2>Throughput over the nightly history</h2>"]
+    parts += ["<h2>Latest verdicts</h2>", "<p>The newest result of every cell, and the run it came from.</p>",
+              _table(latest), "<h2>Throughput over the nightly history</h2>"]
     for cell_id in latest.cell_id:
         hardware = latest[latest.cell_id == cell_id].hardware_key.iloc[0]
         try:

@@ -29,3 +29,24 @@ def test_false_alarms_and_detection_limit_from_real_runs(tmp_path):
     assert report["first_crossings"] == 1 and report["false_alarms"] == 0  # confirmation clears it
     assert report["detection"][0.02] < 1.0
     assert report["smallest_reliably_caught"] == 0.06
+
+
+def test_the_confirmation_runs_a_result_carries_are_used(tmp_path):
+    write_baseline(measured(100.0), tmp_path / "baselines")
+    first = measured(80.0, run="r0")
+    first.samples["confirmation"] = [{"train_samples_per_s": 79.0}, {"train_samples_per_s": 81.0}]
+    writer = RunWriter(tmp_path, "r0", matrix="smoke", planned=[], env=ENV)
+    writer.add(first)
+    report = calibrate(tmp_path / "baselines", [writer.dir])
+    assert report["false_alarms"] == 1  # a real slowdown, confirmed by its own re-runs
+    assert "train_samples_per_s" in report["cells"][first.id]["alarms"][0][0]
+
+
+def test_a_matrix_supplies_the_thresholds_to_judge_with(tmp_path):
+    write_baseline(measured(100.0), tmp_path / "baselines")
+    matrix = tmp_path / "m.toml"
+    matrix.write_text('[defaults]\nmax_steps = 30\nthresholds = ["train_samples_per_s:-25%"]\n[axes]\nbatch_size = [32]\n')
+    writer = RunWriter(tmp_path, "r0", matrix="smoke", planned=[], env=ENV)
+    writer.add(measured(80.0, run="r0"))
+    assert calibrate(tmp_path / "baselines", [writer.dir])["false_alarms"] == 1
+    assert calibrate(tmp_path / "baselines", [writer.dir], matrix=matrix)["false_alarms"] == 0
