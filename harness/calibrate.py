@@ -30,7 +30,7 @@ from .spec import load_matrix
 from .stats import fold
 
 SPEED_FIGURES = ("train_samples_per_s", "train_steps_per_s", "real_tokens_per_s", "padded_tokens_per_s")
-SLOWDOWNS = (0.02, 0.04, 0.05, 0.06, 0.08, 0.10, 0.15, 0.20)
+SLOWDOWNS = (0.02, 0.05, 0.10, 0.15, 0.20, 0.25, 0.30, 0.40, 0.50)
 
 
 def slowed(result: CellResult, fraction: float) -> CellResult:

@@ -117,6 +117,23 @@ def pytest_configure(config: pytest.Config) -> None:
                 "Run without --gpu for the offline CPU suite."
             )
     config.pluginmanager.register(HarnessSession(config), HarnessSession.name)
+    _stop_cleanly_on_sigterm()
+
+
+def _stop_cleanly_on_sigterm() -> None:
+    """A CI timeout sends SIGTERM: turn it into the KeyboardInterrupt pytest handles, so the
+    run's manifest is closed as partial (every finished cell is already on disk)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+        signal.signal(signal.SIGTERM, interrupt)
 
 
 class HarnessSession:

@@ -28,7 +28,7 @@ def test_false_alarms_and_detection_limit_from_real_runs(tmp_path):
     assert report["verdicts"] == 5
     assert report["first_crossings"] == 1 and report["false_alarms"] == 0  # confirmation clears it
     assert report["detection"][0.02] < 1.0
-    assert report["smallest_reliably_caught"] == 0.06
+    assert report["smallest_reliably_caught"] == 0.10
 
 
 def test_the_confirmation_runs_a_result_carries_are_used(tmp_path):

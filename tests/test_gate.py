@@ -13,7 +13,7 @@ ENV = {"hardware_key": "cpu-2x-test", "cpu_model": "test", "cpu_count": 2,
 
 
 def result(spec=None, env=ENV, noise=None, **metrics):
-    base = {"train_samples_per_s": 100.0, "peak_rss_bytes": 1e9}
+    base = {"train_samples_per_s": 100.0, "peak_rss_bytes": 1e9, "peak_mem_reserved_bytes": 2e9}
     base.update(metrics)
     return CellResult(spec=spec or CellSpec(max_steps=30), status="ok", run_id="r", env=dict(env),
                       metrics=base, samples={"noise": noise or {}, "step_seconds": []})
@@ -106,8 +106,14 @@ def test_a_change_past_the_threshold_but_inside_the_noise_passes():
 
 
 def test_memory_growth_past_its_threshold_fails():
-    v = judge(result(peak_rss_bytes=1.2e9), result())
-    assert v.verdict == "regression" and v.regressions()[0].metric == "peak_rss_bytes"
+    v = judge(result(peak_mem_reserved_bytes=2.2e9), result())
+    assert v.verdict == "regression" and v.regressions()[0].metric == "peak_mem_reserved_bytes"
+
+
+def test_process_rss_is_reported_not_gated_unless_a_matrix_asks():
+    assert judge(result(peak_rss_bytes=1.3e9), result()).verdict == "pass"
+    spec = CellSpec(max_steps=30, thresholds=("peak_rss_bytes:+10%",))
+    assert judge(result(spec=spec, peak_rss_bytes=1.3e9), result(spec=spec)).verdict == "regression"
 
 
 def test_a_speedup_is_an_improvement_and_never_fails():

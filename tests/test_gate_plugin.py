@@ -31,6 +31,9 @@ def fake_run_cell(spec, *, run_id, use_cuda, glue_dir=None, show_progress=False)
     if spec.label == "maxbatch":  # probes of --find-max-batch-size
         status = "ok" if spec.batch_size <= SCRIPT["capacity"] else "oom"
         return CellResult(spec=spec, status=status, run_id=run_id, env=dict(environment()))
+    if spec.id == SCRIPT.get("sigterm_on"):  # a CI job's timeout, arriving mid-run
+        import os, signal
+        os.kill(os.getpid(), signal.SIGTERM)
     queue = SCRIPT[spec.id]
     figures = dict(queue[min(len([c for c in CALLS if c == spec.id]), len(queue) - 1)])
     CALLS.append(spec.id)
@@ -77,8 +80,8 @@ def project(pytester):
     return pytester, run
 
 
-def speed(sps=100.0, rss=1e9, **more):
-    return {"train_samples_per_s": sps, "peak_rss_bytes": rss, **more}
+def speed(sps=100.0, mem=2e9, **more):
+    return {"train_samples_per_s": sps, "peak_rss_bytes": 1e9, "peak_mem_reserved_bytes": mem, **more}
 
 
 def quality(acc=0.85, f1=0.89, sps=100.0, **more):
@@ -148,9 +151,11 @@ def test_a_change_past_the_threshold_but_inside_the_measured_noise_passes(projec
 def test_memory_growth_past_its_threshold_fails(project):
     pytester, run = project
     write_baselines(run)
-    result = run({SPEED: [speed(rss=1.3e9)], QUALITY: [quality()]})
+    result = run({SPEED: [speed(mem=2.6e9)], QUALITY: [quality()]})
     result.assert_outcomes(passed=1, failed=1)
-    result.stdout.fnmatch_lines(["*peak_rss_bytes: 953.7 MiB -> 1239.8 MiB (+30.0%; threshold peak_rss_bytes:+5%*"])
+    result.stdout.fnmatch_lines(
+        ["*peak_mem_reserved_bytes: 1907.3 MiB -> 2479.6 MiB (+30.0%; threshold peak_mem_reserved_bytes:+5%*"]
+    )
 
 
 def test_a_quality_drop_out_of_its_band_fails_although_speed_improved(project):
@@ -205,3 +210,14 @@ def test_find_max_batch_size_replaces_the_cells_with_searches(project):
     ])
     manifest = json.loads(next(pytester.path.joinpath("results", "runs").rglob("run.json")).read_text())
     assert manifest["max_batch_size"][0]["max_batch_size"] == 40
+
+
+def test_a_run_stopped_by_sigterm_keeps_its_finished_cells_and_is_partial(project):
+    pytester, run = project
+    pytester.path.joinpath("script.json").write_text(json.dumps(
+        {SPEED: [speed()], QUALITY: [quality()], "sigterm_on": QUALITY}))
+    pytester.runpytest_subprocess("--matrix", "gate", "-p", "no:cacheprovider")
+    (run_dir,) = pytester.path.joinpath("results", "runs").iterdir()
+    manifest = json.loads((run_dir / "run.json").read_text())
+    assert manifest["state"] == "partial" and manifest["finished"] == [SPEED]
+    assert (run_dir / f"{SPEED}.json").is_file()
