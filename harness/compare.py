@@ -26,6 +26,7 @@ from typing import Any
 from tabulate import tabulate
 
 from .gate import env_changes, judge
+from .report import peak_memory
 from .results import CellResult, ResultsError, read_result, read_run
 from .spec import CellSpec
 
@@ -105,15 +106,8 @@ FIGURES = (
 )
 
 
-def peak_memory(result: CellResult) -> float | None:
-    for name in ("peak_mem_reserved_bytes", "peak_rss_bytes"):
-        if result.metrics.get(name) is not None:
-            return float(result.metrics[name])
-    return None
-
-
 def figure(result: CellResult, name: str) -> float | None:
-    value = peak_memory(result) if name == "peak_memory" else result.metrics.get(name)
+    value = peak_memory(result)[1] if name == "peak_memory" else result.metrics.get(name)
     return None if value is None else float(value)
 
 

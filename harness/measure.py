@@ -8,7 +8,7 @@ Three instruments, each kept out of the hot path:
 * ``StepTimer`` is a ``TrainerCallback`` that marks the end of every optimizer step: a
   CUDA event on a GPU (read, with one synchronize, after training), ``perf_counter`` on
   a CPU.  Nothing else happens per step.
-* ``Sampler`` is a thread that polls a reading (process RSS, NVML device memory) at a
+* ``Sampler`` is a thread that polls a reading (process RSS; ``nvml.py`` samples the GPU) at a
   fixed interval and keeps the peak.
 
 ``summarize_training`` derives every throughput figure from the raw samples, with the
@@ -163,25 +163,6 @@ def process_rss_bytes() -> float | None:
             return float(int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE"))
     except (OSError, ValueError, IndexError):
         return None
-
-
-def nvml_memory_reader(device_index: int) -> Callable[[], float | None] | None:
-    """A reader of the device's used memory through NVML, or None when NVML is unavailable."""
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-        handle = pynvml.nvmlDeviceGetHandleByIndex(device_index)
-    except Exception:  # no driver, no library, no such device
-        return None
-
-    def read() -> float | None:
-        try:
-            return float(pynvml.nvmlDeviceGetMemoryInfo(handle).used)
-        except Exception:
-            return None
-
-    return read
 
 
 # ---------------------------------------------------------------- arithmetic

@@ -86,7 +86,6 @@ class PreparedCell:
     provenance: dict[str, Any]  # checkpoint and data sources, tokenizer, model shape
     args: transformers.TrainingArguments
     use_cuda: bool
-    planned_steps: int
 
     def collator(self) -> DataCollatorWithPadding:
         return DataCollatorWithPadding(self.tokenizer)
@@ -200,7 +199,6 @@ def prepare_cell(
         provenance=provenance,
         args=args,
         use_cuda=use_cuda,
-        planned_steps=steps,
     )
 
 
