@@ -173,6 +173,21 @@ def new_run_id(label: str) -> str:
     return f"{stamp}-{label}"
 
 
+def claim_run_dir(runs_dir: Path, run_id: str) -> Path:
+    """Make the run's folder, never one that exists: two runs started in the same second
+    (a quick re-run, two jobs sharing a results folder) get ``<id>``, ``<id>-2``, ... and
+    neither overwrites the other's cells."""
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    for n in range(1, 1000):
+        candidate = runs_dir / (run_id if n == 1 else f"{run_id}-{n}")
+        try:
+            candidate.mkdir()
+        except FileExistsError:
+            continue
+        return candidate
+    raise ResultsError(f"{runs_dir}: could not claim a folder for run {run_id!r}; 999 runs of that id already exist")
+
+
 def utc_now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
@@ -181,8 +196,8 @@ class RunWriter:
     """Owns one run folder: the manifest, and every cell result as soon as it finishes."""
 
     def __init__(self, results_dir: str | Path, run_id: str, *, matrix: str, planned: Iterable[str], env: dict[str, Any]):
-        self.run_id = run_id
-        self.dir = Path(results_dir) / "runs" / run_id
+        self.dir = claim_run_dir(Path(results_dir) / "runs", run_id)
+        self.run_id = run_id = self.dir.name
         self.manifest: dict[str, Any] = {
             "schema_version": SCHEMA_VERSION,
             "run_id": run_id,

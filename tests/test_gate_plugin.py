@@ -88,6 +88,12 @@ def quality(acc=0.85, f1=0.89, sps=100.0, **more):
     return {"train_samples_per_s": sps, "peak_rss_bytes": 1e9, "eval_accuracy": acc, "eval_f1": f1, **more}
 
 
+def run_dir(result):
+    """The folder the run printed in its summary (each run has its own, however quickly they follow)."""
+    (line,) = [line for line in result.stdout.lines if line.startswith("results (")]
+    return Path(line.split(": ", 1)[1])
+
+
 def baselines(pytester):
     return sorted(pytester.path.joinpath("results", "baselines").rglob("*.json"))
 
@@ -173,7 +179,7 @@ def test_a_threshold_crossing_that_confirmation_runs_do_not_repeat_passes(projec
     write_baselines(run)
     result = run({SPEED: [speed(sps=80.0), speed(sps=100.0), speed(sps=99.0)], QUALITY: [quality()]})
     result.assert_outcomes(passed=2)
-    doc = json.loads(next(pytester.path.joinpath("results", "runs").rglob(f"{SPEED}.json")).read_text())
+    doc = json.loads((run_dir(result) / f"{SPEED}.json").read_text())
     assert doc["verdict"]["verdict"] == "pass"
     assert [r["train_samples_per_s"] for r in doc["verdict"]["confirmation"]] == [100.0, 99.0]
     assert "confirmation runs did not" in doc["verdict"]["note"]
@@ -217,7 +223,7 @@ def test_a_run_stopped_by_sigterm_keeps_its_finished_cells_and_is_partial(projec
     pytester.path.joinpath("script.json").write_text(json.dumps(
         {SPEED: [speed()], QUALITY: [quality()], "sigterm_on": QUALITY}))
     pytester.runpytest_subprocess("--matrix", "gate", "-p", "no:cacheprovider")
-    (run_dir,) = pytester.path.joinpath("results", "runs").iterdir()
-    manifest = json.loads((run_dir / "run.json").read_text())
+    (folder,) = pytester.path.joinpath("results", "runs").iterdir()
+    manifest = json.loads((folder / "run.json").read_text())
     assert manifest["state"] == "partial" and manifest["finished"] == [SPEED]
-    assert (run_dir / f"{SPEED}.json").is_file()
+    assert (folder / f"{SPEED}.json").is_file()

@@ -79,3 +79,15 @@ def test_run_writer_keeps_every_finished_cell_and_marks_partial_runs(tmp_path):
     writer.add(first)
     writer.close(interrupted=True)
     assert json.loads((writer.dir / "run.json").read_text())["state"] == "partial"
+
+
+def test_two_runs_with_the_same_id_get_their_own_folders(tmp_path):
+    # Run ids are stamped to the second; a quick re-run must not write into the first run's folder.
+    first = make_result()
+    a = RunWriter(tmp_path, "20261123T204233Z-smoke-cpu", matrix="smoke", planned=[first.id], env={})
+    a.add(first)
+    a.close()
+    b = RunWriter(tmp_path, "20261123T204233Z-smoke-cpu", matrix="smoke", planned=[first.id, "mrpc-other"], env={})
+    assert b.dir != a.dir and b.run_id == "20261123T204233Z-smoke-cpu-2" == b.dir.name
+    assert json.loads((b.dir / "run.json").read_text())["run_id"] == b.run_id
+    assert json.loads((a.dir / "run.json").read_text())["state"] == "complete", "the first run's manifest is untouched"
