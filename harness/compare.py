@@ -28,7 +28,7 @@ from tabulate import tabulate
 from .gate import env_changes, judge
 from .report import peak_memory
 from .results import CellResult, ResultsError, read_result, read_run
-from .spec import CellSpec
+from .spec import CellSpec, recipe_changes
 
 
 @dataclass
@@ -161,7 +161,9 @@ def compare(old: Side, new: Side) -> Comparison:
             word = "faster"
         else:
             word = "unchanged"
-        detail = "; ".join(f.line() for f in verdict.regressions())
+        changes = recipe_changes(a.spec, b.spec)
+        notes = [f"recipe differs: {', '.join(changes)}"] if changes else []
+        detail = "; ".join(notes + [f.line() for f in verdict.regressions()])
         comparison.rows.append(Row(cell_id, a, b, word, detail))
     return comparison
 

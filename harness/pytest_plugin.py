@@ -29,7 +29,7 @@ import pytest
 from .baselines import load_baseline, write_baseline
 from .gate import Verdict, confirm_verdict, judge, needs_confirmation
 from .results import CellResult, ResultsError, RunWriter, new_run_id
-from .spec import Matrix, SpecError, load_matrix
+from .spec import Matrix, SpecError, load_matrix, recipe_changes
 from .stats import fold
 
 DEFAULT_MATRIX = {False: "smoke", True: "nightly"}
@@ -249,6 +249,12 @@ class HarnessSession:
                 source = str(path) if baseline is not None else None
             except ResultsError as exc:
                 baseline_error = f"{exc} (fix or delete it, or rewrite it with --update-baselines)"
+            if baseline is not None and (changes := recipe_changes(baseline.spec, result.spec)):
+                baseline_error = (
+                    f"{source}: the baseline was measured under another recipe of this cell ({'; '.join(changes)}),"
+                    " so its figures are not comparable; rewrite it with --update-baselines if the change is meant"
+                )
+                baseline = None
         verdict = judge(result, baseline, baseline_source=source)
         confirm = self.config.getoption("confirm")
         if needs_confirmation(verdict) and confirm > 0:
@@ -373,7 +379,7 @@ def run_benchmark_cell(harness_session: HarnessSession, benchmark: Any):
             pytest.skip(result.reason or "skipped")
         if result.status != "ok":
             pytest.fail(f"{result.id}: {result.status}: {result.reason}", pytrace=False)
-        if baseline_error:
+        if baseline_error and not harness_session.config.getoption("update_baselines"):  # else just rewritten
             pytest.fail(f"{result.id}: baseline unusable: {baseline_error}", pytrace=False)
         if verdict.failed and not harness_session.config.getoption("update_baselines"):
             pytest.fail(verdict.message(), pytrace=False)

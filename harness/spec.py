@@ -214,6 +214,22 @@ class CellSpec:
         return cls(**data)
 
 
+# Fields that say how a cell is judged, not what it measures: changing them keeps a
+# baseline comparable.  Every other field is part of the recipe.
+JUDGING_FIELDS = ("thresholds",)
+
+
+def recipe_changes(old: CellSpec, new: CellSpec) -> list[str]:
+    """What differs in the recipe of two specs of one cell, as ``max_steps 30 -> 50`` lines.
+
+    Cell ids name the checkpoint, padding, batch size, precision and label, not every field,
+    so a matrix edit (more steps, another max length) keeps the id: figures measured under
+    another recipe must not be held against each other unnoticed.
+    """
+    a, b = old.to_dict(), new.to_dict()
+    return [f"{key} {a[key]!r} -> {b.get(key)!r}" for key in a if key not in JUDGING_FIELDS and a[key] != b.get(key)]
+
+
 @dataclass(frozen=True)
 class Matrix:
     name: str

@@ -114,3 +114,11 @@ def test_the_dataframe_has_the_documented_columns(sides):
     assert list(frame.columns) == list(COLUMNS)
     assert len(frame) == len(CELLS) and frame.train_samples_per_s.notna().all()
     assert frame.peak_mem_reserved_bytes.isna().all()  # a CPU run: NaN, not a missing column
+
+
+def test_a_cell_measured_under_another_recipe_is_flagged(tmp_path):
+    cell = CELLS[0]
+    old = make_run(tmp_path / "old", "r1", OLD_ENV, [cell])
+    new = make_run(tmp_path / "new", "r2", OLD_ENV, [CellSpec(**{**cell.to_dict(), "max_steps": 60})])
+    (row,) = compare(load_side(old), load_side(new)).rows
+    assert row.verdict == "unchanged" and row.detail == "recipe differs: max_steps 30 -> 60"

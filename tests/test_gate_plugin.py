@@ -227,3 +227,18 @@ def test_a_run_stopped_by_sigterm_keeps_its_finished_cells_and_is_partial(projec
     manifest = json.loads((folder / "run.json").read_text())
     assert manifest["state"] == "partial" and manifest["finished"] == [SPEED]
     assert (folder / f"{SPEED}.json").is_file()
+
+
+def test_a_baseline_measured_under_another_recipe_is_not_held_against_the_cell(project):
+    pytester, run = project
+    write_baselines(run)
+    matrix = pytester.path.joinpath("benchmarks", "gate.toml")
+    matrix.write_text(matrix.read_text().replace("max_steps = 30", "max_steps = 60"))
+    result = run({SPEED: [speed(sps=60.0)], QUALITY: [quality()]})
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines([f"*{SPEED}: baseline unusable: *{SPEED}.json: the baseline was measured under another"
+                                 " recipe of this cell (max_steps 30 -> 60)*--update-baselines*"])
+    # Rewriting it deliberately clears the error; a threshold edit alone keeps the baseline comparable.
+    run({SPEED: [speed(sps=60.0)], QUALITY: [quality()]}, "--update-baselines").assert_outcomes(passed=2)
+    matrix.write_text(matrix.read_text().replace("[axes]", 'thresholds = ["train_samples_per_s:-10%"]\n[axes]'))
+    run({SPEED: [speed(sps=59.0)], QUALITY: [quality()]}).assert_outcomes(passed=2)

@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import pytest
 
 from harness.spec import CellSpec, SpecError, load_matrix, parse_matrix
@@ -142,3 +144,13 @@ def test_the_shipped_matrices_expand():
 def test_parse_matrix_from_a_mapping():
     m = parse_matrix({"axes": {"batch_size": [8, 16]}}, source="inline")
     assert m.ids == ["mrpc-bert-base-uncased-dynamic-bs8-fp32", "mrpc-bert-base-uncased-dynamic-bs16-fp32"]
+
+
+def test_recipe_changes_name_what_the_id_does_not_show():
+    from harness.spec import recipe_changes
+
+    old = CellSpec(max_steps=30, thresholds=("train_samples_per_s:-5%",))
+    assert recipe_changes(old, replace(old, thresholds=("train_samples_per_s:-15%",))) == []
+    new = replace(old, max_steps=50, training_args={"tf32": True})
+    assert new.id == old.id
+    assert recipe_changes(old, new) == ["max_steps 30 -> 50", "training_args {} -> {'tf32': True}"]
