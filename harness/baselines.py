@@ -12,19 +12,29 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .results import CellResult, read_result, write_json_atomic
+from .results import CellResult, ResultsError, read_result, write_json_atomic
+from .spec import CellSpec, recipe_changes
 
 
 def baseline_path(baselines_dir: str | Path, hardware_key: str, cell_id: str) -> Path:
     return Path(baselines_dir) / hardware_key / f"{cell_id}.json"
 
 
-def load_baseline(baselines_dir: str | Path, hardware_key: str, cell_id: str) -> tuple[CellResult | None, Path]:
-    """The stored baseline, or None when there is none.  A corrupt file raises ResultsError naming it."""
+def load_baseline(
+    baselines_dir: str | Path, hardware_key: str, cell_id: str, *, recipe: CellSpec | None = None
+) -> tuple[CellResult | None, Path]:
+    """The stored baseline, or None when there is none.  A corrupt file raises ResultsError
+    naming it; so does, given the cell's ``recipe``, a baseline measured under another one."""
     path = baseline_path(baselines_dir, hardware_key, cell_id)
     if not path.exists():
         return None, path
-    return read_result(path), path
+    baseline = read_result(path)
+    if recipe is not None and (changes := recipe_changes(baseline.spec, recipe)):
+        raise ResultsError(
+            f"{path}: the baseline was measured under another recipe of this cell ({'; '.join(changes)}),"
+            " so its figures are not comparable"
+        )
+    return baseline, path
 
 
 def write_baseline(result: CellResult, baselines_dir: str | Path) -> Path:

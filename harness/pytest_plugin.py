@@ -29,7 +29,7 @@ import pytest
 from .baselines import load_baseline, write_baseline
 from .gate import Verdict, confirm_verdict, judge, needs_confirmation
 from .results import CellResult, ResultsError, RunWriter, new_run_id
-from .spec import Matrix, SpecError, load_matrix, recipe_changes
+from .spec import Matrix, SpecError, load_matrix
 from .stats import fold
 
 DEFAULT_MATRIX = {False: "smoke", True: "nightly"}
@@ -245,16 +245,12 @@ class HarnessSession:
         baseline, baseline_error, source = None, None, None
         if result.ok:
             try:
-                baseline, path = load_baseline(self.baselines_dir(), result.env["hardware_key"], result.id)
+                baseline, path = load_baseline(
+                    self.baselines_dir(), result.env["hardware_key"], result.id, recipe=result.spec
+                )
                 source = str(path) if baseline is not None else None
             except ResultsError as exc:
                 baseline_error = f"{exc} (fix or delete it, or rewrite it with --update-baselines)"
-            if baseline is not None and (changes := recipe_changes(baseline.spec, result.spec)):
-                baseline_error = (
-                    f"{source}: the baseline was measured under another recipe of this cell ({'; '.join(changes)}),"
-                    " so its figures are not comparable; rewrite it with --update-baselines if the change is meant"
-                )
-                baseline = None
         verdict = judge(result, baseline, baseline_source=source)
         confirm = self.config.getoption("confirm")
         if needs_confirmation(verdict) and confirm > 0:
