@@ -11,7 +11,10 @@ a CSV reader with default quoting silently merges rows.
 from __future__ import annotations
 
 import csv
+import hashlib
 import os
+import pickle
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,6 +67,7 @@ class TaskData:
     source: str  # where the rows came from, recorded in every result
     train: tuple[Pair, ...]
     validation: tuple[Pair, ...]
+    fingerprint: str = ""  # a hash of the data files (or the hub's fingerprint): the token cache's key
 
     @property
     def majority_rate(self) -> float:
@@ -128,13 +132,16 @@ def _load_glue_dir(spec: Task, glue_dir: Path) -> TaskData:
         )
     train = read_glue_pairs(folder / spec.glue_files[0])
     validation = read_glue_pairs(folder / spec.glue_files[1])
+    digest = hashlib.sha256()
+    for name in spec.glue_files:
+        digest.update((folder / name).read_bytes())
     if spec.expected_rows and (len(train), len(validation)) != spec.expected_rows:
         raise DataError(
             f"{folder}: read {len(train)} train and {len(validation)} validation rows, expected "
             f"{spec.expected_rows[0]} and {spec.expected_rows[1]}; the files are truncated or were "
             f"written with quoting that merged rows"
         )
-    return TaskData(spec.name, f"GLUE_DIR:{folder}", tuple(train), tuple(validation))
+    return TaskData(spec.name, f"GLUE_DIR:{folder}", tuple(train), tuple(validation), digest.hexdigest())
 
 
 def _load_hub(spec: Task) -> TaskData:
@@ -158,7 +165,11 @@ def _load_hub(spec: Task) -> TaskData:
         rows = ds[split]
         return tuple(Pair(a, b, int(y)) for a, b, y in zip(rows["sentence1"], rows["sentence2"], rows["label"]))
 
-    return TaskData(spec.name, f"hub:{spec.hub_path}/{spec.hub_config}", pairs(spec.hub_splits[0]), pairs(spec.hub_splits[1]))
+    fingerprint = "+".join(str(getattr(ds[split], "_fingerprint", "")) for split in spec.hub_splits)
+    return TaskData(
+        spec.name, f"hub:{spec.hub_path}/{spec.hub_config}", pairs(spec.hub_splits[0]), pairs(spec.hub_splits[1]),
+        fingerprint if fingerprint.strip("+") else "",
+    )
 
 
 # ---------------------------------------------------------------- tokenization
@@ -191,18 +202,81 @@ _TOKENIZED: dict[tuple[Any, ...], TokenizedTask] = {}
 
 
 def tokenize_task(data: TaskData, tokenizer: Any, *, pad_to_max_length: bool, max_length: int) -> TokenizedTask:
-    """Tokenize both splits; memoized per (task source, tokenizer, padding, max length).
+    """Tokenize both splits; memoized per (task source, tokenizer, padding, max length),
+    and cached on disk (``token_cache_dir``), since every cell runs in a fresh process.
 
     ``dynamic`` and ``bucketed`` share the unpadded encoding; ``max_length`` pads here so
     every example carries ``max_length`` positions.
     """
     key = (data.source, data.task, _tokenizer_key(tokenizer), pad_to_max_length, max_length)
     if key not in _TOKENIZED:
-        _TOKENIZED[key] = TokenizedTask(
-            train=_encode(data.train, tokenizer, pad_to_max_length, max_length),
-            validation=_encode(data.validation, tokenizer, pad_to_max_length, max_length),
-        )
+        disk = _disk_key(data, tokenizer, pad_to_max_length, max_length)
+        cached = _read_cache(disk) if disk else None
+        if cached is None:
+            cached = TokenizedTask(
+                train=_encode(data.train, tokenizer, pad_to_max_length, max_length),
+                validation=_encode(data.validation, tokenizer, pad_to_max_length, max_length),
+            )
+            if disk:
+                _write_cache(disk, cached)
+        _TOKENIZED[key] = cached
     return _TOKENIZED[key]
+
+
+def token_cache_dir() -> Path | None:
+    """``HARNESS_CACHE_DIR``, else ``$XDG_CACHE_HOME/trainer-bench``, else ``~/.cache/trainer-bench``;
+    ``HARNESS_CACHE_DIR=off`` turns the disk cache off."""
+    given = os.environ.get("HARNESS_CACHE_DIR")
+    if given == "off":
+        return None
+    if given:
+        return Path(given) / "tokenized"
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "trainer-bench" / "tokenized"
+
+
+def _disk_key(data: TaskData, tokenizer: Any, pad: bool, max_length: int) -> str | None:
+    """Tokenizer (its full serialized definition), task, padding, max length, the data files'
+    hash and the tokenizer libraries' versions; None when the data has no fingerprint."""
+    if not data.fingerprint or token_cache_dir() is None:
+        return None
+    import importlib.metadata
+
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        definition = backend.to_str()
+    else:  # a slow tokenizer: its vocabulary and settings
+        definition = repr(sorted(tokenizer.get_vocab().items())) + repr(getattr(tokenizer, "init_kwargs", {}))
+    versions = []
+    for dist in ("transformers", "tokenizers"):
+        try:
+            versions.append(importlib.metadata.version(dist))
+        except importlib.metadata.PackageNotFoundError:
+            versions.append("-")
+    parts = [data.task, data.fingerprint, type(tokenizer).__name__, definition, str(pad), str(max_length), *versions]
+    return hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:32]
+
+
+def _read_cache(key: str) -> TokenizedTask | None:
+    path = token_cache_dir() / f"{key}.pkl"
+    try:
+        with path.open("rb") as handle:
+            train, validation = pickle.load(handle)
+        return TokenizedTask(FeatureDataset(train), FeatureDataset(validation))
+    except (OSError, pickle.UnpicklingError, EOFError, ValueError, TypeError):
+        return None  # missing or unreadable: tokenize again and rewrite it
+
+
+def _write_cache(key: str, tokenized: TokenizedTask) -> None:
+    folder = token_cache_dir()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{key}.", suffix=".tmp")
+        with os.fdopen(fd, "wb") as handle:
+            pickle.dump((tokenized.train.features, tokenized.validation.features), handle, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(tmp, folder / f"{key}.pkl")
+    except OSError:
+        pass  # a read-only home: the cache is only a speed-up
 
 
 def _encode(pairs: Sequence[Pair], tokenizer: Any, pad: bool, max_length: int) -> FeatureDataset:

@@ -15,7 +15,7 @@ below the band fails: a better score than the reference is not a regression.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from .references import PUBLISHED_SEED_STD_POINTS, PUBLISHED_SEED_STD_SOURCE, gating_reference, references_for
@@ -25,7 +25,7 @@ from .thresholds import DEFAULT_THRESHOLDS, GATED_METRICS, Threshold, resolve_th
 
 QUALITY_BAND_STD = 2.0
 
-VERDICTS = ("pass", "regression", "improvement", "new", "skipped", "error")
+VERDICTS = ("pass", "regression", "improvement", "new", "disturbed", "skipped", "error")
 
 
 @dataclass(frozen=True)
@@ -249,9 +249,18 @@ def judge(
         return Verdict(current.id, "error", note=f"{current.status}: {current.reason}")
     thresholds = resolve_thresholds(DEFAULT_THRESHOLDS, matrix_thresholds, current.spec.thresholds)
     findings = speed_findings(current, baseline, thresholds) + quality_findings(current, baseline)
+    disturbed = current.metrics.get("disturbed")
+    if disturbed:  # another load shared the machine: speed says nothing about the code
+        findings = [
+            replace(f, verdict="unchecked", note=f"not judged: the cell was disturbed ({f.verdict} otherwise)")
+            if f.kind == "speed" and f.verdict in ("pass", "regression", "improvement") else f
+            for f in findings
+        ]
     verdicts = {f.verdict for f in findings}
     if "regression" in verdicts:
         overall = "regression"
+    elif disturbed:
+        overall = "disturbed"
     elif baseline is None:
         overall = "new"
     elif "improvement" in verdicts:
@@ -259,10 +268,12 @@ def judge(
     else:
         overall = "pass"
     changes = env_changes(baseline.env, current.env) if baseline is not None else []
-    note = ""
+    note = f"disturbed: {disturbed}; its speed is not judged" if disturbed else ""
     if current.metrics.get("throttled"):
         reasons = ", ".join(current.metrics.get("throttle_reasons") or []) or "unknown reasons"
-        note = f"the GPU throttled during training ({reasons}): its speed figures understate the hardware"
+        note = (note + "; " if note else "") + (
+            f"the GPU throttled during training ({reasons}): its speed figures understate the hardware"
+        )
     return Verdict(current.id, overall, findings, changes, baseline_source, note=note)
 
 

@@ -122,6 +122,23 @@ class StepTimer(TrainerCallback):
         return curve
 
 
+class ProgressCallback(TrainerCallback):
+    """Tells the parent process the phase and the last finished optimizer step: one memory
+    write per step into the launcher's board (``launch/progress.py``), no I/O, no sync."""
+
+    def __init__(self, board: Any):
+        self.board = board
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.board.phase("training")
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.board.step(state.global_step)
+
+    def on_evaluate(self, args, state, control, **kwargs):
+        self.board.phase("training")  # an evaluation during training is over: training again
+
+
 class Sampler:
     """Polls ``read()`` every ``interval_s`` in a daemon thread; keeps every sample."""
 

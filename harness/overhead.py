@@ -1,22 +1,24 @@
 """Does measuring slow training down?  Bare Trainer vs instrumented harness, same cell.
 
-Both sides fine-tune the same cell from the same seed; the figure is the wall time of
+Both sides fine-tune the same cell from the same seed, each run in a fresh child process
+(``harness.launch``, as every measured execution is); the figure is the wall time of
 ``trainer.train()`` (synchronized on a GPU), so the harness's collator counting, step
-marks and sampler thread are all inside what is compared.  Repeats run in ABBA order so a
-drift of the machine's speed falls on both sides alike.
+marks, progress board and sampler thread are all inside what is compared.  Repeats run
+in ABBA order so a drift of the machine's speed falls on both sides alike.
 """
 
 from __future__ import annotations
 
+import json
 import statistics
 import tempfile
 import time
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
-import torch
-
-from .runner import prepare_cell, run_cell
+from .launch import launch_cell, run_child
+from .launch.progress import NO_BOARD
 from .spec import CellSpec
 
 
@@ -51,10 +53,16 @@ def overhead_cell(cell: CellSpec, steps: int) -> CellSpec:
     return replace(cell, weights="random", max_steps=steps, evaluate=False, label="overhead")
 
 
-def bare_train_wall(cell: CellSpec, *, use_cuda: bool, glue_dir: str | None) -> float:
+def bare_train_wall(cell: CellSpec, *, use_cuda: bool, glue_dir: str | None, board: Any = NO_BOARD) -> float:
+    """In the child (``harness.worker --bare``): a bare Trainer over the same cell."""
+    import torch
+
+    from .runner import prepare_cell
+
     with tempfile.TemporaryDirectory(prefix="harness-bare-") as scratch:
         prepared = prepare_cell(cell, use_cuda=use_cuda, output_dir=scratch, glue_dir=glue_dir)
         trainer = prepared.make_trainer()
+        board.phase("training")
         if use_cuda:
             torch.cuda.synchronize()
         t0 = time.perf_counter()
@@ -64,8 +72,25 @@ def bare_train_wall(cell: CellSpec, *, use_cuda: bool, glue_dir: str | None) -> 
         return time.perf_counter() - t0
 
 
+def _bare_in_child(cell: CellSpec, *, use_cuda: bool, glue_dir: str | None) -> float:
+    import os
+
+    from .launch import default_timeout_s
+
+    with tempfile.TemporaryDirectory(prefix="harness-bare-") as scratch_name:
+        scratch = Path(scratch_name)
+        (scratch / "spec.json").write_text(json.dumps(cell.to_dict()))
+        args = ["--spec", str(scratch / "spec.json"), "--run-id", "overhead", "--bare", *(["--cuda"] if use_cuda else [])]
+        env = dict(os.environ, **({"GLUE_DIR": str(glue_dir)} if glue_dir else {}))
+        outcome = run_child(args, scratch=scratch, timeout_s=default_timeout_s(cell, use_cuda=use_cuda),
+                            use_cuda=use_cuda, env=env)
+        if outcome.document is None:
+            raise RuntimeError(f"{cell.id} (bare Trainer): {outcome.failure('the bare run')['reason']}")
+        return float(outcome.document["train_wall_s"])
+
+
 def harness_train_wall(cell: CellSpec, *, use_cuda: bool, glue_dir: str | None) -> float:
-    result = run_cell(cell, run_id="overhead", use_cuda=use_cuda, glue_dir=glue_dir)
+    result = launch_cell(cell, run_id="overhead", use_cuda=use_cuda, glue_dir=glue_dir)
     if not result.ok:
         raise RuntimeError(f"{cell.id}: {result.status}: {result.reason}")
     return float(result.metrics["train_wall_s"])
@@ -74,13 +99,13 @@ def harness_train_wall(cell: CellSpec, *, use_cuda: bool, glue_dir: str | None) 
 def measure_overhead(cell: CellSpec, *, repeats: int, use_cuda: bool, glue_dir: str | None) -> OverheadResult:
     bare: list[float] = []
     harness: list[float] = []
-    # One untimed run of each first: tokenization caches, allocator, kernels.
-    bare_train_wall(cell, use_cuda=use_cuda, glue_dir=glue_dir)
+    # One untimed run first: the tokenization cache on disk, the file system's page cache.
+    _bare_in_child(cell, use_cuda=use_cuda, glue_dir=glue_dir)
     for i in range(repeats):
         order = ("bare", "harness") if i % 2 == 0 else ("harness", "bare")
         for side in order:
             if side == "bare":
-                bare.append(bare_train_wall(cell, use_cuda=use_cuda, glue_dir=glue_dir))
+                bare.append(_bare_in_child(cell, use_cuda=use_cuda, glue_dir=glue_dir))
             else:
                 harness.append(harness_train_wall(cell, use_cuda=use_cuda, glue_dir=glue_dir))
     return OverheadResult(cell.id, tuple(bare), tuple(harness))

@@ -14,7 +14,13 @@ Options::
     --repeats N             measure each cell N times; the gate uses the median and spread
     --seeds N               run each cell under N seeds (seed, seed+1, ...): quality mean and std
     --confirm K             re-run a cell that crosses a speed or memory threshold K times
+    --cell-timeout SECONDS  kill one execution of a cell after this long (default: the
+                            matrix's `timeout`, else derived from the cell's steps)
+    --max-foreign-load CORES  other processes' mean CPU load past which a cell is `disturbed`
     --update-baselines      write this run's figures as the new baselines (and only then)
+
+Every measured execution (each repeat, confirmation run and max-batch probe) runs in a
+fresh child process (``harness.launch``); this process never initializes CUDA.
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ import pytest
 
 from .baselines import load_baseline, write_baseline
 from .gate import Verdict, confirm_verdict, judge, needs_confirmation
+from .launch import cell_timeout_s, launch_cell
+from .launch.watch import DEFAULT_MAX_FOREIGN_CORES
 from .results import CellResult, ResultsError, RunWriter, new_run_id
 from .spec import Matrix, SpecError, load_matrix
 from .stats import fold
@@ -76,6 +84,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="re-run a cell that crosses a speed or memory threshold K times before it fails (default: 2)",
     )
     group.addoption(
+        "--cell-timeout", metavar="SECONDS", type=_positive_float, default=None,
+        help="kill one execution of a cell (its whole process group) after SECONDS and record it as an error "
+        "(default: the matrix's per-cell `timeout`, else derived from the cell's steps)",
+    )
+    group.addoption(
+        "--max-foreign-load", metavar="CORES", type=_non_negative_float, default=DEFAULT_MAX_FOREIGN_CORES,
+        help="other processes' mean CPU load (in cores) during a cell past which its speed is not judged "
+        f"(verdict `disturbed`; default: {DEFAULT_MAX_FOREIGN_CORES})",
+    )
+    group.addoption(
         "--find-max-batch-size", action="store_true", default=False,
         help="instead of the cells, search the largest batch that fits for each checkpoint, padding and "
         "precision of the matrix (doubling, then bisection, on short random-weight runs)",
@@ -97,6 +115,20 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise ValueError(f"{text} is not a positive number")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise ValueError(f"{text} is not a non-negative number")
+    return value
+
+
 def _non_negative_int(text: str) -> int:
     value = int(text)
     if value < 0:
@@ -107,17 +139,35 @@ def _non_negative_int(text: str) -> int:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "harness_cell: a benchmark cell expanded from the matrix")
     if config.getoption("gpu"):
-        import torch
-
-        if not torch.cuda.is_available():
+        seen = _cuda_devices_in_a_child()
+        if not seen.get("count"):
             raise pytest.UsageError(
                 "--gpu runs the GPU suite, but no CUDA device is visible to torch "
-                f"(torch {torch.__version__}, CUDA build: {torch.version.cuda or 'none'}; "
-                f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '<unset>')}). "
+                f"(torch {seen.get('torch')}, CUDA build: {seen.get('cuda') or 'none'}; "
+                f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '<unset>')}"
+                f"{'; ' + seen['error'] if seen.get('error') else ''}). "
                 "Run without --gpu for the offline CPU suite."
             )
     config.pluginmanager.register(HarnessSession(config), HarnessSession.name)
     _stop_cleanly_on_sigterm()
+
+
+def _cuda_devices_in_a_child() -> dict[str, Any]:
+    """Ask a short-lived child how many CUDA devices torch sees: this process never
+    initializes CUDA (each cell's child does, from a clean state)."""
+    import json
+    import subprocess
+    import sys
+
+    probe = (
+        "import json, torch; print(json.dumps({'count': torch.cuda.device_count() if torch.cuda.is_available() else 0,"
+        " 'torch': torch.__version__, 'cuda': torch.version.cuda}))"
+    )
+    try:
+        done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
+        return json.loads(done.stdout.strip().splitlines()[-1])
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError) as exc:
+        return {"count": 0, "error": f"the probe failed: {exc}"}
 
 
 def _stop_cleanly_on_sigterm() -> None:
@@ -186,29 +236,35 @@ class HarnessSession:
         return Path(given) if given else self.results_dir() / "baselines"
 
     def run_writer(self) -> RunWriter:
-        """The run's folder, made when the first cell finishes (a run of no cell writes nothing)."""
+        """The run's folder, made when the first cell starts (a run of no cell writes nothing).
+        Its environment is the first child's: this process never looks at the GPU."""
         if self.writer is None:
-            from .env import environment
-
             label = f"{self.matrix.name}-{'gpu' if self.use_cuda else 'cpu'}"
             self.writer = RunWriter(
-                self.results_dir(), new_run_id(label), matrix=self.matrix.name, planned=self.planned, env=environment()
+                self.results_dir(), new_run_id(label), matrix=self.matrix.name, planned=self.planned, env={}
             )
         return self.writer
 
     def record(self, result: CellResult) -> Path:
         self.results.append(result)
-        return self.run_writer().add(result)
+        writer = self.run_writer()
+        if not writer.manifest["env"] and result.env:
+            writer.annotate("env", result.env)
+        return writer.add(result)
 
     # ------------------------------------------------------------ measuring and judging
 
-    def _run(self, cell: Any) -> CellResult:
+    def _run(self, cell: Any, log_name: str | None = None) -> CellResult:
+        """One measured execution of ``cell``, in a fresh child process."""
         from .data import glue_dir_from_env
-        from .runner import run_cell
 
-        return run_cell(
-            cell, run_id=self.run_writer().run_id, use_cuda=self.use_cuda, glue_dir=glue_dir_from_env(),
-            show_progress=bool(self.config.getoption("trainer_progress")),
+        writer = self.run_writer()
+        timeout, _ = cell_timeout_s(cell, use_cuda=self.use_cuda, override=self.config.getoption("cell_timeout"))
+        last_env = next((r.env for r in reversed(self.results) if r.env), None)
+        return launch_cell(
+            cell, run_id=writer.run_id, use_cuda=self.use_cuda, glue_dir=glue_dir_from_env(), timeout_s=timeout,
+            show_progress=bool(self.config.getoption("trainer_progress")), keep_logs_in=writer.dir,
+            log_name=log_name or cell.id, max_foreign_cores=self.config.getoption("max_foreign_load"), env=last_env,
         )
 
     def progress(self, text: str) -> None:
@@ -223,7 +279,7 @@ class HarnessSession:
             seeded = replace(cell, seed=cell.seed + i) if vary_seed else cell
             seed_note = f", seed {seeded.seed}" if vary_seed else ""
             self.progress(f"[cell {self.started}/{len(self.planned) or '?'}] {cell.id}: {what} {i + 1}/{count}{seed_note}")
-            runs.append(self._run(seeded))
+            runs.append(self._run(seeded, log_name=f"{cell.id}.{what}-{i + 1}"))
             if not runs[-1].ok:
                 break
         return fold(runs)
@@ -379,6 +435,8 @@ def run_benchmark_cell(harness_session: HarnessSession, benchmark: Any):
             pytest.fail(f"{result.id}: baseline unusable: {baseline_error}", pytrace=False)
         if verdict.failed and not harness_session.config.getoption("update_baselines"):
             pytest.fail(verdict.message(), pytrace=False)
+        if verdict.verdict == "disturbed" and not harness_session.config.getoption("update_baselines"):
+            pytest.skip(f"{result.id}: {verdict.note}; figures recorded")
         if verdict.verdict == "new" and not harness_session.config.getoption("update_baselines"):
             pytest.skip(
                 f"new: no baseline for {result.id} on {result.env['hardware_key']} "

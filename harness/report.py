@@ -47,10 +47,15 @@ def summary_rows(results: Iterable[CellResult]) -> list[list[str]]:
                 f"{human_bytes(mem)} ({kind})" if mem is not None else "-",
                 _fmt(m.get("eval_accuracy"), ".3f"),
                 _fmt(m.get("eval_f1"), ".3f"),
-                (r.reason or "").splitlines()[0][:60] if r.reason else "",
+                _note(r),
             ]
         )
     return rows
+
+
+def _note(r: CellResult) -> str:
+    text = r.reason or (r.verdict or {}).get("note") or ""
+    return text.splitlines()[0][:70] if text else ""
 
 
 SUMMARY_HEADERS = ["cell", "verdict", "samples/s", "real tok/s", "pad eff", "peak mem", "acc", "f1", "note"]

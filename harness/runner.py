@@ -27,9 +27,11 @@ from . import compat, distributed, metrics
 from .data import TASKS, DataError, FeatureDataset, TaskData, load_task, tokenize_task
 from .env import environment
 from .flops import mfu_figures
+from .launch.progress import NO_BOARD, Board
 from .measure import (
     CountingCollator,
     MeasurementError,
+    ProgressCallback,
     Sampler,
     StepTimer,
     process_rss_bytes,
@@ -38,6 +40,7 @@ from .measure import (
 from .models import CheckpointError, describe, load_model, load_tokenizer
 from .nvml import open_sampler
 from .results import CellResult, utc_now
+from .sampling import StratifiedBatchOrder, epoch_mean_length
 from .spec import CellSpec
 
 # The recipe every cell starts from (the BERT repository's and run_glue.py's): AdamW,
@@ -57,7 +60,23 @@ RECIPE_DEFAULTS: dict[str, Any] = {
 LOSS_CURVE_POINTS = 50  # about this many logged losses per cell; each log reads the loss once
 
 
-class HarnessTrainer(Trainer):
+def stratify_bucketed(trainer: Trainer, sampler: Any) -> Any:
+    """The Trainer's length-grouped sampler, its batches in a stratified order (``sampling.py``)."""
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    if isinstance(sampler, LengthGroupedSampler):
+        return StratifiedBatchOrder(sampler, sampler.lengths, int(sampler.batch_size))
+    return sampler
+
+
+class BucketedTrainer(Trainer):
+    """A Trainer whose bucketed batches come in an order any window of which stands for the epoch."""
+
+    def _get_train_sampler(self, *args: Any, **kwargs: Any):  # 4.4x takes no argument, 5.x the dataset
+        return stratify_bucketed(self, super()._get_train_sampler(*args, **kwargs))
+
+
+class HarnessTrainer(BucketedTrainer):
     """A Trainer whose training dataloader (only) collates through a counting collator."""
 
     def __init__(self, *args: Any, train_collator: Any = None, **kwargs: Any):
@@ -90,7 +109,7 @@ class PreparedCell:
     def collator(self) -> DataCollatorWithPadding:
         return DataCollatorWithPadding(self.tokenizer)
 
-    def make_trainer(self, trainer_cls: type[Trainer] = Trainer, **kwargs: Any) -> Trainer:
+    def make_trainer(self, trainer_cls: type[Trainer] = BucketedTrainer, **kwargs: Any) -> Trainer:
         """A Trainer over this cell.  The Trainer's printer (a print per logged step) is removed."""
         trainer = trainer_cls(
             model=self.model,
@@ -209,8 +228,13 @@ def run_cell(
     use_cuda: bool,
     glue_dir: str | None = None,
     show_progress: bool = False,
+    board: Board = NO_BOARD,
 ) -> CellResult:
-    """Fine-tune one cell under the instruments.  Never raises for a failed cell."""
+    """Fine-tune one cell under the instruments, in this process.  Never raises for a failed cell.
+
+    The harness calls it in a fresh child process per measured execution (``harness.launch``);
+    a cell of ``nproc > 1`` runs only as ranks under torchrun, started by the launcher.
+    """
     started = utc_now()
     env = environment()
 
@@ -221,10 +245,9 @@ def run_cell(
         )
 
     if spec.nproc > 1 and not distributed.in_worker():
-        try:
-            return distributed.launch(spec, run_id=run_id, use_cuda=use_cuda, glue_dir=glue_dir)
-        except Exception as exc:  # the launcher failed before rank 0 could write a result
-            return finish("error", f"{type(exc).__name__}: {exc}")
+        return finish(
+            "error", f"a cell of nproc {spec.nproc} runs as ranks under torchrun: start it with harness.launch.launch_cell"
+        )
 
     scratch = tempfile.TemporaryDirectory(prefix=f"harness-{spec.id}-")
     trainer = prepared = None
@@ -234,8 +257,10 @@ def run_cell(
         )
         counting = CountingCollator(prepared.collator())
         timer = StepTimer(use_cuda=use_cuda)
-        trainer = prepared.make_trainer(HarnessTrainer, train_collator=counting, callbacks=[timer])
-        figures, samples = _train_and_evaluate(trainer, prepared, counting, timer)
+        trainer = prepared.make_trainer(
+            HarnessTrainer, train_collator=counting, callbacks=[timer, ProgressCallback(board)]
+        )
+        figures, samples = _train_and_evaluate(trainer, prepared, counting, timer, board)
         figures["majority_class_accuracy"] = prepared.data.majority_rate
         return finish("ok", metrics=figures, samples=samples, provenance=prepared.provenance)
     except CellSkipped as exc:
@@ -266,7 +291,7 @@ def _synchronize(use_cuda: bool) -> None:
 
 
 def _train_and_evaluate(
-    trainer: HarnessTrainer, prepared: PreparedCell, counting: CountingCollator, timer: StepTimer
+    trainer: HarnessTrainer, prepared: PreparedCell, counting: CountingCollator, timer: StepTimer, board: Board = NO_BOARD
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     spec, use_cuda = prepared.spec, prepared.use_cuda
     nvml = None
@@ -291,6 +316,11 @@ def _train_and_evaluate(
     figures: dict[str, Any] = summarize_training(
         step_seconds, batches, warmup=spec.timing_warmup_steps, accumulation=accumulation
     )
+    # Does the timed window stand for the epoch?  Its real tokens per sample over the
+    # training set's (1.0: exactly the epoch's average sequence length).
+    epoch_mean = epoch_mean_length(_real_lengths(prepared.train_dataset))
+    if figures["timed_samples"] and epoch_mean:
+        figures["timed_window_token_ratio"] = figures["timed_real_tokens"] / figures["timed_samples"] / epoch_mean
     figures["train_wall_s"] = train_wall
     figures["train_samples"] = sum(b.samples for b in batches[: len(step_seconds) * accumulation])
     figures["world_size"] = world
@@ -317,6 +347,7 @@ def _train_and_evaluate(
     figures["final_train_loss"] = losses[-1][1] if losses else None
 
     if spec.evaluate:
+        board.phase("evaluating")
         _synchronize(use_cuda)
         t0 = time.perf_counter()
         result = trainer.evaluate()
@@ -331,8 +362,14 @@ def _train_and_evaluate(
             eval_accuracy=result.get("eval_accuracy"),
             eval_f1=result.get("eval_f1"),
         )
+    per_step = _per_step_counts(batches, len(step_seconds), accumulation)
     samples = {
         "step_seconds": step_seconds,
+        # What each optimizer step trained on: with step_seconds, every throughput figure
+        # can be derived again from the stored document (``measure.summarize_steps``).
+        "step_samples": [b.samples for b in per_step],
+        "step_real_tokens": [b.real_tokens for b in per_step],
+        "step_padded_tokens": [b.padded_tokens for b in per_step],
         "loss_curve": [[step, loss] for step, loss in losses],
         "eval_curve": timer.eval_curve(),
         "rss_samples_bytes": sampler.samples[:: max(1, len(sampler.samples) // 200)],
@@ -341,3 +378,18 @@ def _train_and_evaluate(
         every = max(1, len(nvml.summary.samples) // 200)
         samples["nvml"] = [vars(s) for s in nvml.summary.samples[::every]]
     return figures, samples
+
+
+def _real_lengths(dataset: FeatureDataset) -> list[int]:
+    """Each training example's real (attended) length, max_length padding excluded."""
+    out = []
+    for feature in dataset.features:
+        mask = feature.get("attention_mask")
+        out.append(int(sum(mask)) if mask is not None else len(feature["input_ids"]))
+    return out
+
+
+def _per_step_counts(batches: list[Any], steps: int, accumulation: int) -> list[Any]:
+    from .measure import group_batches
+
+    return group_batches(batches, steps, accumulation)

@@ -116,6 +116,9 @@ class CellSpec:
     thresholds: tuple[str, ...] = ()
     # Suffix that tells apart cells whose standard axes are equal (set by the matrix).
     label: str = ""
+    # Seconds one execution of the cell may take before its process group is killed and the
+    # cell is an error; None: derived from its steps (``launch.default_timeout_s``).
+    timeout: float | None = None
 
     def __post_init__(self) -> None:
         _check_choice("task", self.task, TASKS)
@@ -169,6 +172,10 @@ class CellSpec:
                 raise SpecError(f"`thresholds`: {exc}") from None
         if not isinstance(self.label, str):
             raise SpecError(f"`label` must be a string, got {self.label!r}")
+        if self.timeout is not None:
+            if isinstance(self.timeout, bool) or not isinstance(self.timeout, (int, float)) or self.timeout <= 0:
+                raise SpecError(f"`timeout` must be a positive number of seconds, got {self.timeout!r}")
+            object.__setattr__(self, "timeout", float(self.timeout))
 
     @property
     def full_finetune(self) -> bool:
@@ -214,9 +221,9 @@ class CellSpec:
         return cls(**data)
 
 
-# Fields that say how a cell is judged, not what it measures: changing them keeps a
+# Fields that say how a cell is judged or run, not what it measures: changing them keeps a
 # baseline comparable.  Every other field is part of the recipe.
-JUDGING_FIELDS = ("thresholds",)
+JUDGING_FIELDS = ("thresholds", "timeout")
 
 
 def recipe_changes(old: CellSpec, new: CellSpec) -> list[str]:

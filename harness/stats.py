@@ -2,8 +2,9 @@
 
 Pure functions over raw values; nothing here runs a cell.  A cell measured N times (the
 ``--repeats`` and ``--seeds`` modes, and the confirmation runs) keeps every repeat's
-figures in ``samples["repeats"]``; ``metrics`` holds the medians, and for every figure
-``noise[name]`` is its relative spread, ``(max - min) / median``.
+figures and raw step samples in ``samples["repeats"]``; ``metrics`` holds the figures of
+the median repeat (by samples/s), so the headline can be derived again from stored raw
+data, and for every figure ``noise[name]`` is its relative spread, ``(max - min) / median``.
 """
 
 from __future__ import annotations
@@ -16,8 +17,6 @@ from typing import Any
 
 from .results import CellResult
 
-# Figures that describe the run rather than measure it: not medians, not gated.
-_DESCRIPTIVE = {"train_steps", "timing_warmup_steps", "timed_steps", "timed_samples", "train_samples", "eval_samples"}
 QUALITY_METRICS = ("eval_accuracy", "eval_f1")
 
 
@@ -41,26 +40,44 @@ def within_run_noise(step_seconds: Sequence[float], warmup: int) -> float:
     return 2 * statistics.stdev(timed) / math.sqrt(len(timed)) / statistics.fmean(timed)
 
 
+RAW_SAMPLES = ("step_seconds", "step_samples", "step_real_tokens", "step_padded_tokens")
+HEADLINE_METRIC = "train_samples_per_s"
+
+
+def headline_index(results: Sequence[CellResult]) -> int:
+    """The repeat whose figures stand for the cell: the median by samples/s (the lower
+    median for an even count), so every headline figure comes from one real measurement
+    and can be derived again from that repeat's raw samples."""
+    values = [r.metrics.get(HEADLINE_METRIC) for r in results]
+    if len(results) < 2 or any(not isinstance(v, (int, float)) for v in values):
+        return 0
+    order = sorted(range(len(results)), key=lambda i: values[i])
+    return order[(len(order) - 1) // 2]
+
+
 def fold(results: Sequence[CellResult]) -> CellResult:
-    """One result from several repeats of the same cell (all ``ok``)."""
+    """One result from several repeats of the same cell (all ``ok``).
+
+    ``metrics`` and the raw ``samples`` are the headline repeat's (``headline_index``);
+    ``samples["repeats"]`` keeps every repeat's figures and raw step samples;
+    ``samples["noise"]`` the relative spread of each figure over the repeats.
+    """
     if not results:
         raise ValueError("no repeats to fold")
     ok = [r for r in results if r.ok]
     if len(ok) != len(results):
         return next(r for r in results if not r.ok)
+    head = ok[headline_index(ok)]
     first = ok[0]
-    names = [k for k, v in first.metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
-    metrics: dict[str, Any] = dict(first.metrics)
+    names = [k for k, v in head.metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    metrics: dict[str, Any] = dict(head.metrics)
     noise: dict[str, float] = {}
     for name in names:
         values = [r.metrics.get(name) for r in ok]
         values = [v for v in values if isinstance(v, (int, float))]
-        if not values:
-            continue
-        if name not in _DESCRIPTIVE:
-            metrics[name] = statistics.median(values)
-        noise[name] = relative_spread(values)
-    single = within_run_noise(first.samples.get("step_seconds", []), first.spec.timing_warmup_steps)
+        if values:
+            noise[name] = relative_spread(values)
+    single = within_run_noise(head.samples.get("step_seconds", []), head.spec.timing_warmup_steps)
     for name in ("train_samples_per_s", "train_steps_per_s", "real_tokens_per_s", "padded_tokens_per_s"):
         if name in noise:
             noise[name] = max(noise[name], single if len(ok) == 1 else 0.0)
@@ -70,11 +87,19 @@ def fold(results: Sequence[CellResult]) -> CellResult:
         if len(values) >= 2 and len(seeds) >= 2:
             metrics[f"{name}_mean"] = statistics.fmean(values)
             metrics[f"{name}_std"] = statistics.stdev(values)
-    samples = dict(first.samples)
+    samples = dict(head.samples)
     samples["repeats"] = [
-        {"seed": r.spec.seed, **{k: v for k, v in r.metrics.items() if isinstance(v, (int, float))}} for r in ok
+        {
+            "seed": r.spec.seed,
+            **{k: v for k, v in r.metrics.items() if isinstance(v, (int, float))},
+            "raw": {k: r.samples[k] for k in RAW_SAMPLES if k in r.samples},
+            "launch": r.samples.get("launch"),
+        }
+        for r in ok
     ]
+    samples["headline_repeat"] = ok.index(head)
     samples["noise"] = noise
     metrics["repeats"] = len(ok)
-    spec = first.spec if len(seeds) == 1 else replace(first.spec, seed=min(seeds))
-    return replace(first, spec=spec, metrics=metrics, samples=samples, finished_at=ok[-1].finished_at)
+    spec = head.spec if len(seeds) == 1 else replace(head.spec, seed=min(seeds))
+    return replace(first, spec=spec, metrics=metrics, samples=samples, finished_at=ok[-1].finished_at,
+                   provenance=head.provenance, env=head.env)

@@ -32,12 +32,11 @@ GATED_METRICS: dict[str, int] = {
     "peak_rss_bytes": +1,
 }
 
-# Process RSS is recorded but not gated by default: it keeps what earlier cells of the same
-# process allocated, so a cell's peak depends on the cells before it (measured: +5 to +19%
-# on an unchanged tree).  The GPU allocator's peaks are reset per cell and are gated.
-# A matrix can still gate it: thresholds = ["peak_rss_bytes:+10%"].
+# Every measured execution runs in a fresh process, so process RSS (sampled during
+# training) is the cell's own and is gated like the GPU allocator's peaks.
 DEFAULT_THRESHOLDS: tuple[str, ...] = (
     "train_samples_per_s:-5%",
+    "peak_rss_bytes:+10%",
     "peak_mem_allocated_bytes:+5%",
     "peak_mem_reserved_bytes:+5%",
     "peak_device_mem_used_bytes:+5%",

@@ -3,6 +3,7 @@
 import pytest
 
 from harness.distributed import merge_ranks, scaling_efficiency
+from harness.launch import launch_cell
 from harness.measure import BatchCount
 from harness.results import CellResult
 from harness.runner import run_cell
@@ -28,7 +29,7 @@ def test_nproc_is_an_axis_that_names_its_cells():
 
 def test_two_process_gloo_ddp_gives_one_merged_result_with_the_global_batch(tiny_cell):
     cell = tiny_cell(nproc=2, batch_size=4, max_steps=6, timing_warmup_steps=2, evaluate=True)
-    result = run_cell(cell, run_id="ddp", use_cuda=False)
+    result = launch_cell(cell, run_id="ddp", use_cuda=False)  # torchrun, started by the launcher
     assert result.status == "ok", result.reason
     m = result.metrics
     assert m["world_size"] == 2 and m["global_batch_size"] == 8
@@ -39,5 +40,10 @@ def test_two_process_gloo_ddp_gives_one_merged_result_with_the_global_batch(tiny
 
 
 def test_a_failing_launch_is_an_error_result(tiny_cell):
-    result = run_cell(tiny_cell(nproc=2, checkpoint="no-such-org/no-such-model"), run_id="ddp", use_cuda=False)
+    result = launch_cell(tiny_cell(nproc=2, checkpoint="no-such-org/no-such-model"), run_id="ddp", use_cuda=False)
     assert result.status == "error" and "no-such-model" in result.reason
+
+
+def test_ranks_run_only_under_the_launcher(tiny_cell):
+    result = run_cell(tiny_cell(nproc=2), run_id="ddp", use_cuda=False)
+    assert result.status == "error" and "launch_cell" in result.reason

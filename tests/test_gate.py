@@ -110,10 +110,12 @@ def test_memory_growth_past_its_threshold_fails():
     assert v.verdict == "regression" and v.regressions()[0].metric == "peak_mem_reserved_bytes"
 
 
-def test_process_rss_is_reported_not_gated_unless_a_matrix_asks():
-    assert judge(result(peak_rss_bytes=1.3e9), result()).verdict == "pass"
-    spec = CellSpec(max_steps=30, thresholds=("peak_rss_bytes:+10%",))
-    assert judge(result(spec=spec, peak_rss_bytes=1.3e9), result(spec=spec)).verdict == "regression"
+def test_process_rss_is_gated_since_every_cell_has_a_process_of_its_own():
+    v = judge(result(peak_rss_bytes=1.3e9), result())
+    assert v.verdict == "regression" and v.regressions()[0].metric == "peak_rss_bytes"
+    assert judge(result(peak_rss_bytes=1.05e9), result()).verdict == "pass", "+5% is inside the default +10%"
+    spec = CellSpec(max_steps=30, thresholds=("peak_rss_bytes:+40%",))
+    assert judge(result(spec=spec, peak_rss_bytes=1.3e9), result(spec=spec)).verdict == "pass"
 
 
 def test_a_speedup_is_an_improvement_and_never_fails():

@@ -1,10 +1,12 @@
 """The regression gate end to end through pytest (pytester), with a scripted runner.
 
-The runner is replaced by one that returns planted figures, so each scenario is exact:
+In every cell's child process the runner is replaced (a ``sitecustomize`` on the children's
+PYTHONPATH) by one that returns planted figures, so each scenario is exact: the launcher,
 the gate, the baselines, the confirmation runs and the messages are the real ones.
 """
 
 import json
+import os
 import textwrap
 from pathlib import Path
 
@@ -13,43 +15,46 @@ import pytest
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "test_mrpc.py"
 
 FAKE_RUNNER = '''
+"""Loaded by every child process of the run (PYTHONPATH): the cell's child returns planted
+figures instead of training, without importing torch."""
 import json
-from dataclasses import replace
+import os
+import signal
+import sys
+import types
 from pathlib import Path
 
-import pytest
-
-import harness.runner
-from harness.env import environment
+import harness.env
 from harness.results import CellResult
 
-SCRIPT = json.loads(Path(__file__).with_name("script.json").read_text())
-CALLS = []
+HERE = Path(__file__).parent
+ENV = json.loads((HERE / "env.json").read_text())
+harness.env.environment = lambda: dict(ENV)
 
 
-def fake_run_cell(spec, *, run_id, use_cuda, glue_dir=None, show_progress=False):
+def run_cell(spec, *, run_id, use_cuda, glue_dir=None, show_progress=False, board=None):
+    script = json.loads((HERE / "script.json").read_text())
     if spec.label == "maxbatch":  # probes of --find-max-batch-size
-        status = "ok" if spec.batch_size <= SCRIPT["capacity"] else "oom"
-        return CellResult(spec=spec, status=status, run_id=run_id, env=dict(environment()))
-    if spec.id == SCRIPT.get("sigterm_on"):  # a CI job's timeout, arriving mid-run
-        import os, signal
-        os.kill(os.getpid(), signal.SIGTERM)
-    queue = SCRIPT[spec.id]
-    figures = dict(queue[min(len([c for c in CALLS if c == spec.id]), len(queue) - 1)])
-    CALLS.append(spec.id)
-    env = dict(environment())
+        status = "ok" if spec.batch_size <= script["capacity"] else "oom"
+        return CellResult(spec=spec, status=status, run_id=run_id, env=dict(ENV))
+    if spec.id == script.get("sigterm_on"):  # a CI job's timeout, arriving mid-run
+        os.kill(os.getppid(), signal.SIGTERM)
+    calls = HERE / "calls.txt"
+    done = calls.read_text().split() if calls.exists() else []
+    with calls.open("a") as handle:
+        handle.write(spec.id + "\\n")
+    queue = script[spec.id]
+    figures = dict(queue[min(done.count(spec.id), len(queue) - 1)])
+    env = dict(ENV)
     env["libraries"] = dict(env["libraries"], **figures.pop("_libraries", {}))
     metrics = {"timed_steps": 25, "majority_class_accuracy": 0.684, **figures}
     return CellResult(spec=spec, status="ok", run_id=run_id, env=env, metrics=metrics,
                       samples={"step_seconds": []})
 
 
-@pytest.fixture(autouse=True, scope="session")
-def _scripted_runner():
-    original = harness.runner.run_cell
-    harness.runner.run_cell = fake_run_cell
-    yield
-    harness.runner.run_cell = original
+fake = types.ModuleType("harness.runner")
+fake.run_cell = run_cell
+sys.modules["harness.runner"] = fake
 '''
 
 SPEED = "mrpc-bert-base-uncased-dynamic-bs8-fp32"
@@ -57,9 +62,14 @@ QUALITY = "mrpc-bert-base-uncased-dynamic-bs32-fp32-finetune"
 
 
 @pytest.fixture
-def project(pytester):
+def project(pytester, monkeypatch):
+    from harness.env import environment
+
     pytester.makepyfile(test_mrpc=BENCH.read_text())
-    pytester.makeconftest(FAKE_RUNNER)
+    fakes = pytester.mkdir("fakes")
+    fakes.joinpath("sitecustomize.py").write_text(FAKE_RUNNER)
+    fakes.joinpath("env.json").write_text(json.dumps(environment()))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(fakes), os.environ.get("PYTHONPATH", "")]))
     pytester.path.joinpath("benchmarks").mkdir()
     pytester.path.joinpath("benchmarks", "gate.toml").write_text(textwrap.dedent("""
         [defaults]
@@ -74,7 +84,8 @@ def project(pytester):
     """))
 
     def run(script, *args):
-        pytester.path.joinpath("script.json").write_text(json.dumps(script))
+        fakes.joinpath("script.json").write_text(json.dumps(script))
+        fakes.joinpath("calls.txt").unlink(missing_ok=True)  # each run starts its queues afresh
         return pytester.runpytest("--matrix", "gate", "-p", "no:cacheprovider", "-rs", *args)
 
     return pytester, run
@@ -220,7 +231,7 @@ def test_find_max_batch_size_replaces_the_cells_with_searches(project):
 
 def test_a_run_stopped_by_sigterm_keeps_its_finished_cells_and_is_partial(project):
     pytester, run = project
-    pytester.path.joinpath("script.json").write_text(json.dumps(
+    pytester.path.joinpath("fakes", "script.json").write_text(json.dumps(
         {SPEED: [speed()], QUALITY: [quality()], "sigterm_on": QUALITY}))
     pytester.runpytest_subprocess("--matrix", "gate", "-p", "no:cacheprovider")
     (folder,) = pytester.path.joinpath("results", "runs").iterdir()

@@ -1,0 +1,82 @@
+"""Faults injected from outside the harness, into the child processes that train.
+
+Put this folder on PYTHONPATH and set ``HARNESS_TEST_FAULT=KIND:STEP`` (KIND: abort, hang,
+sigkill, raise, exit).  When ``transformers.trainer`` is imported, ``Trainer.training_step``
+is wrapped: its STEP-th call faults.  With ``HARNESS_TEST_FAULT_ONCE=FILE`` only the first
+process that reaches that step faults (it creates FILE); later ones train normally, so
+"the first Trainer of the run" fails and the rest of the run is untouched.
+"""
+
+import importlib.abc
+import importlib.util
+import os
+import signal
+import sys
+import time
+
+_FAULT = os.environ.get("HARNESS_TEST_FAULT")
+
+
+def _armed() -> bool:
+    once = os.environ.get("HARNESS_TEST_FAULT_ONCE")
+    if not once:
+        return True
+    try:
+        os.close(os.open(once, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return False
+    return True
+
+
+def _fault(kind: str) -> None:
+    sys.stderr.write(f"injected fault: {kind}\n")
+    sys.stderr.flush()
+    if kind == "abort":
+        os.abort()
+    if kind == "hang":
+        while True:
+            time.sleep(3600)
+    if kind == "sigkill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    if kind == "exit":
+        os._exit(3)
+    raise RuntimeError("injected fault: an exception in a training step")
+
+
+def _patch(module) -> None:
+    kind, step = _FAULT.split(":")
+    original = module.Trainer.training_step
+    calls = {"n": 0}
+
+    def training_step(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == int(step) and _armed():
+            _fault(kind)
+        return original(self, *args, **kwargs)
+
+    module.Trainer.training_step = training_step
+
+
+class _Finder(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name != "transformers.trainer":
+            return None
+        sys.meta_path.remove(self)
+        try:
+            spec = importlib.util.find_spec(name)
+        finally:
+            sys.meta_path.insert(0, self)
+        if spec is None or spec.loader is None:
+            return None
+        exec_module = spec.loader.exec_module
+
+        def exec_and_patch(module):
+            exec_module(module)
+            _patch(module)
+
+        spec.loader.exec_module = exec_and_patch
+        return spec
+
+
+if _FAULT:
+    sys.meta_path.insert(0, _Finder())

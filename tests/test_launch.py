@@ -1,0 +1,334 @@
+"""Every measured execution in its own process: faults, hangs, timeouts, the machine watch.
+
+Faults are injected from outside the harness (``tests/faults/sitecustomize.py`` wraps the
+Trainer's training step in the child processes) and the children are real processes.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from harness.launch import cell_timeout_s, default_timeout_s, launch_cell
+from harness.launch.process import run_child
+from harness.launch.progress import Board, create, read
+from harness.launch.watch import Watch, disturbance
+from harness.measure import BatchCount, summarize_training
+from harness.spec import CellSpec, SpecError
+
+FAULTS = Path(__file__).resolve().parent / "faults"
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "test_mrpc.py"
+
+
+@pytest.fixture
+def inject(monkeypatch, tmp_path):
+    """``inject("abort:3")``: the first child process that trains faults in its 3rd step."""
+
+    def arm(fault: str, once: bool = True) -> Path:
+        marker = tmp_path / f"fault-{fault.replace(':', '-')}.fired"
+        monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(FAULTS), os.environ.get("PYTHONPATH", "")]))
+        monkeypatch.setenv("HARNESS_TEST_FAULT", fault)
+        if once:
+            monkeypatch.setenv("HARNESS_TEST_FAULT_ONCE", str(marker))
+        return marker
+
+    return arm
+
+
+def test_the_progress_board_carries_phase_and_step_across_processes(tmp_path):
+    path = create(tmp_path / "board")
+    assert read(path).phase == "starting"
+    code = f"from harness.launch.progress import Board; b = Board({str(path)!r}); b.phase('training'); b.step(7)"
+    subprocess.run([sys.executable, "-c", code], check=True)
+    seen = read(path)
+    assert (seen.phase, seen.step) == ("training", 7)
+    assert "training step 8 (last finished step: 7)" in seen.text()
+    Board(None).step(3)  # no board: a no-op
+
+
+def test_a_healthy_cell_runs_in_a_child_with_its_own_memory_and_the_machine_watched(tiny_cell):
+    result = launch_cell(tiny_cell(), run_id="t", use_cuda=False)
+    assert result.status == "ok", result.reason
+    launch = result.samples["launch"]
+    assert launch["returncode"] == 0 and launch["timeout_s"] > 0
+    assert launch["max_rss_bytes"] > 0 and result.metrics["process_max_rss_bytes"] == launch["max_rss_bytes"]
+    assert result.metrics["peak_rss_bytes"] <= launch["max_rss_bytes"] * 1.05
+    machine = launch["machine"]
+    assert machine["cores"] >= 1 and machine["foreign_cpu_cores_mean"] >= 0 and "steal_cores_mean" in machine
+    assert result.env["hardware_key"], "the child says where it ran"
+
+
+@pytest.mark.parametrize("fault, named", [("abort", "SIGABRT"), ("sigkill", "SIGKILL"), ("exit", "exit code 3")])
+def test_a_child_that_dies_in_step_3_is_an_error_naming_how_and_where(tiny_cell, inject, tmp_path, fault, named):
+    inject(f"{fault}:3")
+    result = launch_cell(tiny_cell(), run_id="t", use_cuda=False, keep_logs_in=tmp_path / "run", log_name="cell")
+    assert result.status == "error"
+    assert result.reason.startswith(named), result.reason
+    assert "in training step 3 (last finished step: 2)" in result.reason
+    assert "injected fault" in result.reason, "the last lines of its output are in the error"
+    failure = result.samples["failure"]
+    assert failure["last_step"] == 2 and failure["phase"] == "training"
+    assert "injected fault" in Path(failure["log"]).read_text(), "the whole output is kept in the run folder"
+    if fault == "sigkill":
+        assert "OOM killer" in result.reason
+    assert result.env.get("hardware_key"), "the environment the child wrote before it died"
+
+
+def test_an_exception_in_a_step_is_an_error_with_its_traceback(tiny_cell, inject):
+    inject("raise:2")
+    result = launch_cell(tiny_cell(), run_id="t", use_cuda=False)
+    assert result.status == "error" and "RuntimeError: injected fault" in result.reason
+
+
+def test_a_hang_is_killed_at_its_timeout_with_its_whole_process_group(tiny_cell, inject):
+    inject("hang:3")
+    started = time.monotonic()
+    result = launch_cell(tiny_cell(), run_id="t", use_cuda=False, timeout_s=25)
+    assert time.monotonic() - started < 25 + 15
+    assert result.status == "error" and result.reason.startswith("timeout after 25 s in training step 3")
+    assert result.samples["failure"]["kind"] == "timeout"
+
+
+def test_the_process_group_is_gone_after_a_timeout(tmp_path):
+    """A child that starts a grandchild and hangs: both are killed."""
+    script = tmp_path / "spawner.py"
+    pidfile = tmp_path / "grandchild.pid"
+    script.write_text(textwrap.dedent(f"""
+        import subprocess, sys, time
+        p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+        open({str(pidfile)!r}, "w").write(str(p.pid))
+        time.sleep(600)
+    """))
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    outcome = _run_module_child(script, scratch, dict(os.environ))
+    assert outcome.timed_out and outcome.returncode in (-signal.SIGTERM, -signal.SIGKILL)
+    grandchild = int(pidfile.read_text())
+    time.sleep(0.5)
+    import psutil
+
+    try:  # gone, or a zombie that the container's init has not reaped yet: either way, not running
+        assert psutil.Process(grandchild).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        pass
+
+
+def _run_module_child(script: Path, scratch: Path, env: dict) -> object:
+    import harness.launch.process as process
+
+    original = process.sys.executable
+    wrapper = scratch / "python"
+    # A stand-in interpreter: runs the hanging script whatever module it is asked for.
+    wrapper.write_text(f"#!/bin/sh\nexec {sys.executable} {script}\n")
+    wrapper.chmod(0o755)
+    process.sys.executable = str(wrapper)
+    try:
+        return run_child([], scratch=scratch, timeout_s=3, env=env)
+    finally:
+        process.sys.executable = original
+
+
+def test_timeouts_come_from_the_option_the_matrix_or_the_steps():
+    short, full = CellSpec(max_steps=30, batch_size=8), CellSpec(max_steps=-1, num_train_epochs=2, batch_size=32)
+    assert default_timeout_s(full, use_cuda=False) > default_timeout_s(short, use_cuda=False)
+    assert default_timeout_s(short, use_cuda=True) < default_timeout_s(short, use_cuda=False)
+    assert cell_timeout_s(short, use_cuda=False) == (default_timeout_s(short, use_cuda=False), "the default for its steps")
+    assert cell_timeout_s(CellSpec(max_steps=30, timeout=90), use_cuda=False) == (90.0, "the matrix's `timeout`")
+    assert cell_timeout_s(CellSpec(max_steps=30, timeout=90), use_cuda=False, override=20)[0] == 20.0
+    with pytest.raises(SpecError, match="`timeout` must be a positive number"):
+        CellSpec(timeout=0)
+
+
+def test_a_foreign_cpu_load_marks_the_cell_disturbed(tiny_cell):
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.5)
+        result = launch_cell(tiny_cell(max_steps=12), run_id="t", use_cuda=False, max_foreign_cores=0.3)
+    finally:
+        hog.kill()
+        hog.wait()
+    assert result.status == "ok", result.reason
+    machine = result.samples["launch"]["machine"]
+    assert machine["foreign_cpu_cores_mean"] > 0.3, machine
+    assert "other processes used" in result.metrics["disturbed"]
+
+
+def test_disturbance_from_the_gpu_side_is_read_through_nvml():
+    class Proc:
+        def __init__(self, pid):
+            self.pid = pid
+
+    class FakeNvml:
+        NVML_CLOCK_SM, NVML_CLOCK_MEM, NVML_TEMPERATURE_GPU = 1, 2, 0
+
+        def nvmlInit(self):
+            pass
+
+        def nvmlDeviceGetHandleByIndex(self, i):
+            return i
+
+        def nvmlDeviceGetComputeRunningProcesses(self, h):
+            return [Proc(os.getpid()), Proc(999999)]
+
+        def nvmlDeviceGetGraphicsRunningProcesses(self, h):
+            return []
+
+        def nvmlDeviceGetClockInfo(self, h, which):
+            return 1980 if which == 1 else 2619
+
+        def nvmlDeviceGetTemperature(self, h, which):
+            return 41
+
+        def nvmlDeviceGetEnforcedPowerLimit(self, h):
+            return 700000
+
+        def nvmlDeviceGetCurrentClocksThrottleReasons(self, h):
+            return 0x4
+
+    watch = Watch(os.getpid(), use_cuda=True, nvml=FakeNvml())
+    summary = watch.summary()
+    gpu = summary["gpu"]
+    assert gpu["foreign_processes"] == [999999]
+    assert gpu["start"] == {"sm_clock_mhz": 1980, "mem_clock_mhz": 2619, "temperature_c": 41, "power_limit_w": 700.0,
+                            "throttle_reasons": ["sw_power_cap"]}
+    assert "other processes on the GPU: pids [999999]" in disturbance(summary)
+
+
+def test_the_headline_of_repeats_is_derived_from_stored_raw_samples(tiny_cell):
+    from harness.stats import fold
+
+    runs = [launch_cell(tiny_cell(max_steps=10), run_id="t", use_cuda=False) for _ in range(3)]
+    assert all(r.ok for r in runs), [r.reason for r in runs]
+    folded = fold(runs)
+    head = folded.samples["repeats"][folded.samples["headline_repeat"]]
+    raw = head["raw"]
+    again = summarize_training(
+        raw["step_seconds"],
+        [BatchCount(s, r, p) for s, r, p in zip(raw["step_samples"], raw["step_real_tokens"], raw["step_padded_tokens"])],
+        warmup=folded.spec.timing_warmup_steps,
+    )
+    for name in ("train_samples_per_s", "real_tokens_per_s", "padded_tokens_per_s", "step_time_median_s"):
+        assert again[name] == pytest.approx(folded.metrics[name]), name
+    assert folded.metrics["train_samples_per_s"] == pytest.approx(
+        sorted(r.metrics["train_samples_per_s"] for r in runs)[1]
+    ), "the median repeat"
+    assert len(folded.samples["repeats"]) == 3 and all(r["raw"]["step_seconds"] for r in folded.samples["repeats"])
+
+
+def test_bucketed_timed_window_stands_for_the_epoch(tiny_cell):
+    """Real MRPC lengths: the timed steps' real tokens per sample within 2% of the epoch's."""
+    result = launch_cell(tiny_cell(padding="bucketed", max_steps=30, timing_warmup_steps=5), run_id="t", use_cuda=False)
+    assert result.status == "ok", result.reason
+    assert result.metrics["timed_window_token_ratio"] == pytest.approx(1.0, abs=0.02)
+    assert result.metrics["padding_efficiency"] > 0.9, "still bucketed: batches of similar lengths"
+
+
+# ---------------------------------------------------------------- end to end, through pytest
+
+
+@pytest.fixture
+def bench(pytester, tiny_bert_dir):
+    pytester.makepyfile(test_mrpc=BENCH.read_text())
+    pytester.path.joinpath("benchmarks").mkdir()
+    pytester.path.joinpath("benchmarks", "two.toml").write_text(textwrap.dedent(f"""
+        [matrix]
+        name = "two"
+        [defaults]
+        checkpoint = "{tiny_bert_dir}"
+        weights = "random"
+        max_steps = 8
+        timing_warmup_steps = 2
+        evaluate = false
+        [axes]
+        padding = ["dynamic", "max_length"]
+        batch_size = [4]
+    """))
+    return pytester
+
+
+def _run_dir(result) -> Path:
+    (line,) = [line for line in result.stdout.lines if line.startswith("results (")]
+    return Path(line.split(": ", 1)[1])
+
+
+def test_an_aborting_first_cell_is_an_error_and_the_second_is_measured(bench, inject):
+    inject("abort:3")
+    result = bench.runpytest("--matrix", "two", "-p", "no:cacheprovider", "-rs")
+    assert result.ret == 1
+    result.assert_outcomes(failed=1, skipped=1)
+    result.stdout.fnmatch_lines(["*dynamic-bs4-fp32: error: SIGABRT*training step 3*"])
+    run = _run_dir(result)
+    docs = {json.loads(p.read_text())["id"]: json.loads(p.read_text()) for p in run.glob("mrpc-*.json")}
+    (dead,) = [d for d in docs.values() if d["status"] == "error"]
+    (alive,) = [d for d in docs.values() if d["status"] == "ok"]
+    assert dead["samples"]["failure"]["signal"] == "SIGABRT" and dead["verdict"]["verdict"] == "error"
+    assert alive["metrics"]["train_samples_per_s"] > 0 and alive["spec"]["padding"] == "max_length"
+    assert list(run.glob("*.log")), "the dead child's output is kept beside its error document"
+
+
+def test_a_hanging_cell_times_out_with_cell_timeout(bench, inject):
+    inject("hang:3")
+    result = bench.runpytest("--matrix", "two", "-p", "no:cacheprovider", "--cell-timeout", "20")
+    assert result.ret == 1
+    result.assert_outcomes(failed=1, skipped=1)
+    result.stdout.fnmatch_lines(["*error: timeout after 20 s in training step 3*"])
+
+
+def test_the_same_cell_reads_the_same_data_alone_or_in_the_suite(bench):
+    both = bench.runpytest("--matrix", "two", "-p", "no:cacheprovider", "--results-dir", "both")
+    alone = bench.runpytest("--matrix", "two", "-p", "no:cacheprovider", "--results-dir", "alone", "-k", "max_length")
+    cell = "max_length-bs4-fp32"
+
+    def counts(result):
+        (path,) = [p for p in _run_dir(result).glob("mrpc-*.json") if cell in p.name]
+        m = json.loads(path.read_text())["metrics"]
+        return m["train_real_tokens"], m["train_padded_tokens"], m["timed_samples"]
+
+    assert counts(both) == counts(alone)
+
+
+def test_sigterm_to_pytest_ends_the_children_and_leaves_a_partial_run(bench, inject, tmp_path):
+    inject("hang:3", once=False)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "--matrix", "two", "-p", "no:cacheprovider", "--results-dir", str(tmp_path / "r")],
+        cwd=bench.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 120
+    children = []
+    import psutil
+
+    while time.monotonic() < deadline and not children:
+        time.sleep(0.5)
+        children = [c for c in psutil.Process(proc.pid).children(recursive=True) if "harness.worker" in " ".join(c.cmdline())]
+    assert children, "a cell's child process started"
+    time.sleep(3)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode != 0
+    time.sleep(0.5)
+    assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE], "no child outlives pytest"
+    (run,) = (tmp_path / "r" / "runs").iterdir()
+    manifest = json.loads((run / "run.json").read_text())
+    assert manifest["state"] == "partial"
+    from harness.history import load_frame
+
+    load_frame(tmp_path / "r")  # the report reads a partial run without complaint
+
+
+def test_a_reaped_childs_cpu_time_stays_ours_not_foreign():
+    """The launcher reaps its child before the watch's last sample: the child's CPU time
+    must move into this process's own account, never into the foreign load."""
+    burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 1.0: pass\n"
+    proc = subprocess.Popen([sys.executable, "-c", burn])
+    watch = Watch(proc.pid)
+    while proc.poll() is None:  # poll() reaps it, as the launcher's wait4 does
+        watch.sample()
+        time.sleep(0.1)
+    ours = watch._ours() - watch._ours0
+    assert ours >= 0.95, f"only {ours:.2f} s of the child's >= 1 s of CPU counted as ours"
