@@ -1,4 +1,5 @@
-"""``python -m harness compare OLD NEW`` | ``report RESULTS_DIR`` | ``calibrate RUN_DIR ...``."""
+"""``python -m harness compare OLD NEW`` | ``report RESULTS_DIR`` | ``calibrate RUN_DIR ...`` |
+``accept CELL... --from RUN_ID -m WHY``."""
 
 from __future__ import annotations
 
@@ -33,6 +34,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     cal.add_argument("--confirm", type=int, default=2)
     cal.add_argument("--matrix", type=Path, help="judge with the thresholds this matrix declares now")
 
+    acc = sub.add_parser("accept", help="accept a change of level: the cells' history windows restart at RUN_ID")
+    acc.add_argument("cells", nargs="+", metavar="CELL", help="cell ids (see the run folder's file names)")
+    acc.add_argument("--from", dest="from_run", required=True, metavar="RUN_ID", help="the first run of the new level")
+    acc.add_argument("-m", "--message", required=True, help="why the change is accepted (kept with it, shown in the report)")
+    acc.add_argument("--results-dir", type=Path, default=Path("results"))
+
     args = parser.parse_args(argv)
     try:
         if args.command == "compare":
@@ -45,6 +52,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             else:
                 sys.stdout.write(text)
             return 1 if args.fail_on == "regression" and comparison.regressions() else 0
+        if args.command == "accept":
+            from .accept import accept
+
+            for cell in args.cells:
+                entry = accept(args.results_dir, cell, args.from_run, args.message)
+                print(f"accepted: {entry['cell']} from {entry['from_run']}: {entry['why']}")
+            return 0
         if args.command == "report":
             from .html_report import write_report
 

@@ -22,17 +22,18 @@ from .references import PUBLISHED_SEED_STD_POINTS, PUBLISHED_SEED_STD_SOURCE, ga
 from .results import CellResult
 from .stats import QUALITY_METRICS
 from .thresholds import DEFAULT_THRESHOLDS, GATED_METRICS, Threshold, resolve_thresholds
+from .window import DEFAULT_CONFIDENCE, MIN_POINTS, Window
 
 QUALITY_BAND_STD = 2.0
 
-VERDICTS = ("pass", "regression", "improvement", "new", "disturbed", "skipped", "error")
+VERDICTS = ("pass", "suspect", "regression", "improvement", "new", "disturbed", "skipped", "error")
 
 
 @dataclass(frozen=True)
 class Finding:
     metric: str
     kind: str  # "speed", "memory" or "quality"
-    verdict: str  # "pass", "regression", "improvement", "new" or "unchecked"
+    verdict: str  # "pass", "regression", "improvement", "new", "suspect" or "unchecked"
     current: float | None
     baseline: float | None = None
     change: float | None = None  # relative (speed, memory) or in points (quality)
@@ -135,13 +136,19 @@ def noise_of(result: CellResult, metric: str) -> float:
     return float((result.samples.get("noise") or {}).get(metric, 0.0) or 0.0)
 
 
-def speed_findings(current: CellResult, baseline: CellResult | None, thresholds: dict[str, Threshold]) -> list[Finding]:
+def speed_findings(
+    current: CellResult, baseline: CellResult | None, thresholds: dict[str, Threshold], window: Window | None = None,
+    confidence: float = DEFAULT_CONFIDENCE,
+) -> list[Finding]:
     findings = []
     for metric, threshold in thresholds.items():
         value = current.metrics.get(metric)
         if value is None:
             continue  # e.g. GPU memory figures on a CPU run
         kind = "memory" if metric.endswith("_bytes") else "speed"
+        if window is not None and len(window.values(metric)) >= MIN_POINTS:
+            findings.append(history_finding(metric, kind, float(value), threshold, window, confidence))
+            continue
         if baseline is None:
             findings.append(Finding(metric, kind, "new", value, threshold=threshold.text))
             continue
@@ -161,6 +168,30 @@ def speed_findings(current: CellResult, baseline: CellResult | None, thresholds:
         note = "past the threshold but within the measured noise" if past_threshold and not past_noise else ""
         findings.append(Finding(metric, kind, verdict, value, base, change, threshold.text, noise, note))
     return findings
+
+
+def history_finding(
+    metric: str, kind: str, value: float, threshold: Threshold, window: Window, confidence: float
+) -> Finding:
+    """Against the window's level: a regression only past the threshold *and* outside the
+    prediction interval of the window's values."""
+    interval = window.interval(metric, confidence)
+    centre = interval.mean
+    change = (value - centre) / centre if centre else 0.0
+    delta = value - centre
+    past_threshold = (abs(change) if threshold.relative else abs(delta)) > threshold.limit
+    outside = not interval.contains(value)
+    bad = (delta * threshold.bad_direction) > 0
+    verdict = "pass"
+    if past_threshold and outside:
+        verdict = "regression" if bad else "improvement"
+    where = (f"history of {interval.n} runs, {confidence:.0%} prediction interval "
+             f"[{_num(interval.low)}, {_num(interval.high)}]")
+    if past_threshold and not outside:
+        where += "; past the threshold but inside the interval"
+    elif outside and not past_threshold:
+        where += "; outside the interval but within the threshold"
+    return Finding(metric, kind, verdict, value, centre, change, threshold.text, interval.relative_half_width, where)
 
 
 # ---------------------------------------------------------------- quality
@@ -242,13 +273,18 @@ def judge(
     *,
     matrix_thresholds: tuple[str, ...] = (),
     baseline_source: str | None = None,
+    window: Window | None = None,
+    confidence: float = DEFAULT_CONFIDENCE,
 ) -> Verdict:
+    """Speed and memory against ``window`` (the cell's recent history) where it holds
+    ``MIN_POINTS`` values of a figure, else against ``baseline``; quality against its band."""
     if current.status == "skipped":
         return Verdict(current.id, "skipped", note=current.reason or "")
     if current.status != "ok":
         return Verdict(current.id, "error", note=f"{current.status}: {current.reason}")
     thresholds = resolve_thresholds(DEFAULT_THRESHOLDS, matrix_thresholds, current.spec.thresholds)
-    findings = speed_findings(current, baseline, thresholds) + quality_findings(current, baseline)
+    findings = speed_findings(current, baseline, thresholds, window, confidence) + quality_findings(current, baseline)
+    judged_by_history = window is not None and any("history of" in f.note for f in findings)
     disturbed = current.metrics.get("disturbed")
     if disturbed:  # another load shared the machine: speed says nothing about the code
         findings = [
@@ -261,13 +297,16 @@ def judge(
         overall = "regression"
     elif disturbed:
         overall = "disturbed"
-    elif baseline is None:
+    elif baseline is None and not judged_by_history:
         overall = "new"
     elif "improvement" in verdicts:
         overall = "improvement"
     else:
         overall = "pass"
-    changes = env_changes(baseline.env, current.env) if baseline is not None else []
+    reference = window.runs[-1] if judged_by_history else baseline
+    changes = env_changes(reference.env, current.env) if reference is not None else []
+    if judged_by_history:
+        baseline_source = window.describe()
     note = f"disturbed: {disturbed}; its speed is not judged" if disturbed else ""
     if current.metrics.get("throttled"):
         reasons = ", ".join(current.metrics.get("throttle_reasons") or []) or "unknown reasons"
@@ -284,27 +323,61 @@ def needs_confirmation(verdict: Verdict) -> bool:
 
 def confirm_verdict(
     first: Verdict, result: CellResult, confirmed: CellResult, baseline: CellResult | None,
-    *, baseline_source: str | None = None,
+    *, baseline_source: str | None = None, window: Window | None = None, confidence: float = DEFAULT_CONFIDENCE,
 ) -> Verdict:
     """The verdict once the confirmation runs are in: speed and memory from them, quality
-    from the first measurement.  The runs' figures are kept in the result's samples."""
+    from the first measurement.  The runs' figures are kept in the result's samples.
+    A crossing the re-runs do not repeat is ``suspect`` (see ``suspect_verdict``)."""
     if not confirmed.ok:
         return first
-    again = judge(confirmed, baseline, baseline_source=baseline_source)
+    again = judge(confirmed, baseline, baseline_source=baseline_source, window=window, confidence=confidence)
     quality = [f for f in first.findings if f.kind == "quality"]
     speed = [f for f in again.findings if f.kind != "quality"]
     confirmed_regression = any(f.verdict == "regression" for f in speed)
     result.samples["first_measurement"] = result.samples.get("repeats")
     result.samples["confirmation"] = confirmed.samples["repeats"]
-    return Verdict(
-        result.id,
-        "regression" if confirmed_regression or any(f.verdict == "regression" for f in quality) else again.verdict,
-        speed + quality,
-        again.env_changes,
-        baseline_source,
-        confirmation=[dict(r) for r in confirmed.samples["repeats"]],
-        note="" if confirmed_regression else "the first measurement crossed a threshold; the confirmation runs did not",
-    )
+    if confirmed_regression or any(f.verdict == "regression" for f in quality):
+        return Verdict(result.id, "regression", speed + quality, again.env_changes, again.baseline_source,
+                       confirmation=[dict(r) for r in confirmed.samples["repeats"]])
+    verdict = suspect_verdict(first, "the confirmation runs did not repeat it")
+    verdict.confirmation = [dict(r) for r in confirmed.samples["repeats"]]
+    return verdict
+
+
+def suspect_verdict(first: Verdict, why: str) -> Verdict:
+    """A speed or memory crossing that was not confirmed: the night passes, loudly.  Its
+    crossing findings are kept as ``suspect`` so the next night can tell a level change
+    (a second suspect night the same way) from a one-night outlier."""
+    findings = [
+        replace(f, verdict="suspect", note=(f.note + "; " if f.note else "") + "not confirmed")
+        if f.verdict == "regression" and f.kind in ("speed", "memory") else f
+        for f in first.findings
+    ]
+    if any(f.verdict == "regression" for f in findings):  # quality stays a regression
+        return replace(first, findings=findings)
+    crossed = "; ".join(f.line() for f in findings if f.verdict == "suspect")
+    note = f"SUSPECT: {crossed}; {why}. A second night past it the same way is a regression"
+    return replace(first, verdict="suspect", findings=findings, note=(first.note + "; " if first.note else "") + note)
+
+
+def repeated_suspect(verdict: Verdict, previous: dict[str, Any] | None) -> Verdict:
+    """Tonight suspect, and the previous night suspect on the same metric in the same
+    direction: the level moved, and it is a regression."""
+    if verdict.verdict != "suspect" or not previous or previous.get("verdict") != "suspect":
+        return verdict
+    before = {
+        (f.get("metric"), (f.get("change") or 0) > 0)
+        for f in previous.get("findings", []) if f.get("verdict") == "suspect"
+    }
+    again = [f for f in verdict.findings if f.verdict == "suspect" and (f.metric, (f.change or 0) > 0) in before]
+    if not again:
+        return verdict
+    findings = [
+        replace(f, verdict="regression", note=f.note + "; the previous night was past it the same way")
+        if f in again else f for f in verdict.findings
+    ]
+    return replace(verdict, verdict="regression", findings=findings,
+                   note="a second consecutive suspect night in the same direction: " + "; ".join(f.line() for f in again))
 
 
 __all__ = ["GATED_METRICS", "Finding", "Verdict", "env_changes", "judge", "needs_confirmation"]

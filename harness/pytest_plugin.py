@@ -10,7 +10,8 @@ Options::
     --matrix NAME_OR_PATH   a matrix file, or NAME for benchmarks/NAME.toml
                             (default: smoke, or nightly with --gpu)
     --results-dir DIR       where runs are written (default: results/ under the rootdir)
-    --baselines-dir DIR     where baselines live (default: <results-dir>/baselines)
+    --baselines-dir DIR     where baselines live (default: the project's results/baselines)
+    --require-baselines     a cell with no baseline fails instead of being skipped as new
     --repeats N             measure each cell N times; the gate uses the median and spread
     --seeds N               run each cell under N seeds (seed, seed+1, ...): quality mean and std
     --confirm K             re-run a cell that crosses a speed or memory threshold K times
@@ -26,21 +27,23 @@ fresh child process (``harness.launch``); this process never initializes CUDA.
 from __future__ import annotations
 
 import os
-from dataclasses import replace
+import warnings
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from .baselines import load_baseline, write_baseline
-from .gate import Verdict, confirm_verdict, judge, needs_confirmation
-from .launch import cell_timeout_s, launch_cell
 from .launch.watch import DEFAULT_MAX_FOREIGN_CORES
-from .results import CellResult, ResultsError, RunWriter, new_run_id
+from .results import CellResult, RunWriter
+from .session import BenchmarkRun, RunOptions
 from .spec import Matrix, SpecError, load_matrix
-from .stats import fold
 
 DEFAULT_MATRIX = {False: "smoke", True: "nightly"}
+
+
+class SuspectNight(UserWarning):
+    """A cell past its threshold and outside its history's interval, not confirmed: it
+    passes tonight; a second such night in the same direction fails."""
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -68,7 +71,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--baselines-dir",
         metavar="DIR",
         default=None,
-        help="where baselines live, as <hardware-key>/<cell-id>.json (default: <results-dir>/baselines)",
+        help="where baselines live, as <hardware-key>/<cell-id>.json (default: the project's results/baselines, "
+        "whatever --results-dir says)",
     )
     group.addoption(
         "--repeats", metavar="N", type=_positive_int, default=1,
@@ -101,6 +105,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--trainer-progress", action="store_true", default=False,
         help="show the Trainer's own progress bar for every cell (use with -s, or it is captured)",
+    )
+    group.addoption(
+        "--require-baselines", action="store_true", default=False,
+        help="fail a cell that has no baseline for this hardware key instead of skipping it as `new` "
+        "(nightly CI: a run must never pass with nothing judged)",
     )
     group.addoption(
         "--update-baselines", action="store_true", default=False,
@@ -187,22 +196,16 @@ def _stop_cleanly_on_sigterm() -> None:
 
 
 class HarnessSession:
-    """Per pytest session: the matrix, the run folder, and every cell result so far."""
+    """Per pytest session: the options turned into a ``BenchmarkRun`` (the library's), and
+    the hooks that feed it the selected cells and print its summary."""
 
     name = "trainer-bench-session"
 
     def __init__(self, config: pytest.Config):
         self.config = config
         self.use_cuda = bool(config.getoption("gpu"))
-        self._matrix: Matrix | None = None
-        self.writer: RunWriter | None = None
-        self.results: list[CellResult] = []
-        self.planned: list[str] = []  # ids of the cells selected to run, in order
-        self.updated: list[Path] = []  # baselines written by --update-baselines
-        self.started = 0  # cells started, for the progress line
+        self._run: BenchmarkRun | None = None
         self.searches: list[Any] = []  # --find-max-batch-size answers
-
-    # ------------------------------------------------------------ matrix
 
     def matrix_path(self) -> Path:
         given = self.config.getoption("matrix") or DEFAULT_MATRIX[self.use_cuda]
@@ -217,55 +220,37 @@ class HarnessSession:
         raise pytest.UsageError(f"--matrix {given!r}: no such file, and no {candidate}; known names: {known}")
 
     @property
-    def matrix(self) -> Matrix:
-        if self._matrix is None:
+    def run(self) -> BenchmarkRun:
+        if self._run is None:
             try:
-                self._matrix = load_matrix(self.matrix_path())
+                matrix = load_matrix(self.matrix_path())
             except SpecError as exc:
                 raise pytest.UsageError(f"matrix refused: {exc}") from None
-        return self._matrix
+            self._run = BenchmarkRun(matrix, self.options(), say=self.progress)
+        return self._run
 
-    # ------------------------------------------------------------ results
+    @property
+    def matrix(self) -> Matrix:
+        return self.run.matrix
 
-    def results_dir(self) -> Path:
-        given = self.config.getoption("results_dir")
-        return Path(given) if given else self.config.rootpath / "results"
-
-    def baselines_dir(self) -> Path:
-        given = self.config.getoption("baselines_dir")
-        return Path(given) if given else self.results_dir() / "baselines"
-
-    def run_writer(self) -> RunWriter:
-        """The run's folder, made when the first cell starts (a run of no cell writes nothing).
-        Its environment is the first child's: this process never looks at the GPU."""
-        if self.writer is None:
-            label = f"{self.matrix.name}-{'gpu' if self.use_cuda else 'cpu'}"
-            self.writer = RunWriter(
-                self.results_dir(), new_run_id(label), matrix=self.matrix.name, planned=self.planned, env={}
-            )
-        return self.writer
-
-    def record(self, result: CellResult) -> Path:
-        self.results.append(result)
-        writer = self.run_writer()
-        if not writer.manifest["env"] and result.env:
-            writer.annotate("env", result.env)
-        return writer.add(result)
-
-    # ------------------------------------------------------------ measuring and judging
-
-    def _run(self, cell: Any, log_name: str | None = None) -> CellResult:
-        """One measured execution of ``cell``, in a fresh child process."""
+    def options(self) -> RunOptions:
         from .data import glue_dir_from_env
 
-        writer = self.run_writer()
-        timeout, _ = cell_timeout_s(cell, use_cuda=self.use_cuda, override=self.config.getoption("cell_timeout"))
-        last_env = next((r.env for r in reversed(self.results) if r.env), None)
-        return launch_cell(
-            cell, run_id=writer.run_id, use_cuda=self.use_cuda, glue_dir=glue_dir_from_env(), timeout_s=timeout,
-            show_progress=bool(self.config.getoption("trainer_progress")), keep_logs_in=writer.dir,
-            log_name=log_name or cell.id, max_foreign_cores=self.config.getoption("max_foreign_load"), env=last_env,
+        get = self.config.getoption
+        results = Path(get("results_dir")) if get("results_dir") else self.config.rootpath / "results"
+        # The project's own baselines, whatever --results-dir says: a CI job that writes its
+        # runs to a scratch folder is still judged against what the project committed.
+        baselines = Path(get("baselines_dir")) if get("baselines_dir") else self.config.rootpath / "results" / "baselines"
+        return RunOptions(
+            results_dir=results, baselines_dir=baselines, use_cuda=self.use_cuda, repeats=get("repeats"),
+            seeds=get("seeds"), confirm=get("confirm"), cell_timeout_s=get("cell_timeout"),
+            max_foreign_cores=get("max_foreign_load"), update_baselines=bool(get("update_baselines")),
+            trainer_progress=bool(get("trainer_progress")), glue_dir=glue_dir_from_env(),
+            require_baselines=bool(get("require_baselines")),
         )
+
+    def run_writer(self) -> RunWriter:
+        return self.run.run_writer()
 
     def progress(self, text: str) -> None:
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")
@@ -273,95 +258,40 @@ class HarnessSession:
             reporter.ensure_newline()
             reporter.write_line(text)
 
-    def measure(self, cell: Any, count: int, *, vary_seed: bool, what: str = "run") -> CellResult:
-        runs = []
-        for i in range(count):
-            seeded = replace(cell, seed=cell.seed + i) if vary_seed else cell
-            seed_note = f", seed {seeded.seed}" if vary_seed else ""
-            self.progress(f"[cell {self.started}/{len(self.planned) or '?'}] {cell.id}: {what} {i + 1}/{count}{seed_note}")
-            runs.append(self._run(seeded, log_name=f"{cell.id}.{what}-{i + 1}"))
-            if not runs[-1].ok:
-                break
-        return fold(runs)
-
-    def measure_and_judge(self, cell: Any, benchmark: Any) -> tuple[CellResult, Verdict, str | None]:
-        seeds = self.config.getoption("seeds")
-        count = max(self.config.getoption("repeats"), seeds or 1)
-        holder: dict[str, CellResult] = {}
-
-        self.started += 1
-
-        def once() -> None:
-            holder["result"] = self.measure(cell, count, vary_seed=bool(seeds))
-
-        benchmark.pedantic(once, rounds=1, iterations=1, warmup_rounds=0)
-        result = holder["result"]
-        if result.ok and result.spec.nproc > 1:
-            self.add_scaling_efficiency(result)
-        baseline, baseline_error, source = None, None, None
-        if result.ok:
-            try:
-                baseline, path = load_baseline(
-                    self.baselines_dir(), result.env["hardware_key"], result.id, recipe=result.spec
-                )
-                source = str(path) if baseline is not None else None
-            except ResultsError as exc:
-                baseline_error = f"{exc} (fix or delete it, or rewrite it with --update-baselines)"
-        verdict = judge(result, baseline, baseline_source=source)
-        confirm = self.config.getoption("confirm")
-        if needs_confirmation(verdict) and confirm > 0:
-            self.progress(f"{cell.id}: {verdict.regressions()[0].line()}; confirming with {confirm} re-runs")
-            confirmed = self.measure(cell, confirm, vary_seed=False, what="confirmation")
-            verdict = confirm_verdict(verdict, result, confirmed, baseline, baseline_source=source)
-        if baseline_error:
-            verdict = Verdict(result.id, "error", verdict.findings, note=baseline_error)
-        result.verdict = verdict.to_dict()
-        return result, verdict, baseline_error
-
-    def add_scaling_efficiency(self, result: CellResult) -> None:
-        """Against the single-device twin measured earlier in this run, when there is one."""
-        from .distributed import scaling_efficiency
-
-        twin = replace(result.spec, nproc=1, label="")
-        for single in self.results:
-            if single.ok and replace(single.spec, label="") == twin:
-                result.metrics["scaling_efficiency"] = scaling_efficiency(result, single)
-                result.metrics["scaling_reference_cell"] = single.id
-                return
-
     # ------------------------------------------------------------ hooks
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         for item in session.items:
             callspec = getattr(item, "callspec", None)
             if callspec is not None and "cell" in callspec.params:
-                self.planned.append(callspec.params["cell"].id)
+                self.run.planned.append(callspec.params["cell"].id)
             elif callspec is not None and "batch_search_cell" in callspec.params:
-                self.planned.append(callspec.id)
+                self.run.planned.append(callspec.id)
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
-        if self.writer is not None:
-            self.writer.close(interrupted=exitstatus == pytest.ExitCode.INTERRUPTED)
+        if self._run is not None:
+            self._run.close(interrupted=exitstatus == pytest.ExitCode.INTERRUPTED)
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if self.searches:
             terminalreporter.section("trainer-bench: largest batch that fits")
             for search in self.searches:
                 terminalreporter.write_line(search.line())
-        if not self.results:
+        run = self._run
+        if run is None or not run.results:
             return
         from .report import summary_table
 
         tr = terminalreporter
         tr.section("trainer-bench")
-        for line in summary_table(self.results).splitlines():
+        for line in summary_table(run.results).splitlines():
             tr.write_line(line)
-        if self.writer is not None:
-            state = self.writer.manifest["state"]
-            tr.write_line(f"results ({state}): {self.writer.dir}")
-        if self.updated:
-            tr.write_line(f"baselines written ({len(self.updated)}): {self.updated[0].parent}")
+        tr.write_line(run.judged_line())
+        if run.writer is not None:
+            tr.write_line(f"results ({run.writer.manifest['state']}): {run.writer.dir}")
+        if run.updated:
+            tr.write_line(f"baselines written ({len(run.updated)}): {run.updated[0].parent}")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -396,13 +326,12 @@ def find_max_batch(harness_session: HarnessSession):
     from .maxbatch import find_max_batch_size
 
     def search(cell: Any):
-        harness_session.started += 1
-        harness_session.progress(f"[group {harness_session.started}/{len(harness_session.planned) or '?'}] "
-                                 f"largest batch for {cell.id}")
-        found = find_max_batch_size(cell, harness_session._run)
+        run = harness_session.run
+        run.started += 1
+        harness_session.progress(f"[group {run.started}/{len(run.planned) or '?'}] largest batch for {cell.id}")
+        found = find_max_batch_size(cell, run.execute)
         harness_session.searches.append(found)
-        writer = harness_session.run_writer()
-        writer.annotate("max_batch_size", [s.to_dict() for s in harness_session.searches])
+        run.run_writer().annotate("max_batch_size", [s.to_dict() for s in harness_session.searches])
         if found.error:
             pytest.fail(found.line(), pytrace=False)
         return found
@@ -420,29 +349,18 @@ def run_benchmark_cell(harness_session: HarnessSession, benchmark: Any):
     """Measure one cell (repeats, seeds), judge it against its baseline and references,
     keep the result, and skip or fail the test as the verdict says."""
 
+    def timed(fn: Any) -> None:
+        benchmark.pedantic(fn, rounds=1, iterations=1, warmup_rounds=0)
+
     def run(cell: Any) -> CellResult:
-        result, verdict, baseline_error = harness_session.measure_and_judge(cell, benchmark)
-        path = harness_session.record(result)
+        result, path, outcome = harness_session.run.run_cell(cell, timed)
         benchmark.extra_info.update(extra_info(result, path))
-        if harness_session.config.getoption("update_baselines") and result.ok:
-            written = write_baseline(result, harness_session.baselines_dir())
-            harness_session.updated.append(written)
-        if result.status == "skipped":
-            pytest.skip(result.reason or "skipped")
-        if result.status != "ok":
-            pytest.fail(f"{result.id}: {result.status}: {result.reason}", pytrace=False)
-        if baseline_error and not harness_session.config.getoption("update_baselines"):  # else just rewritten
-            pytest.fail(f"{result.id}: baseline unusable: {baseline_error}", pytrace=False)
-        if verdict.failed and not harness_session.config.getoption("update_baselines"):
-            pytest.fail(verdict.message(), pytrace=False)
-        if verdict.verdict == "disturbed" and not harness_session.config.getoption("update_baselines"):
-            pytest.skip(f"{result.id}: {verdict.note}; figures recorded")
-        if verdict.verdict == "new" and not harness_session.config.getoption("update_baselines"):
-            pytest.skip(
-                f"new: no baseline for {result.id} on {result.env['hardware_key']} "
-                f"(in {harness_session.baselines_dir()}); figures recorded, nothing judged. "
-                f"Write one deliberately with --update-baselines."
-            )
+        if outcome.kind == "skipped":
+            pytest.skip(outcome.message)
+        if outcome.kind == "failed":
+            pytest.fail(outcome.message, pytrace=False)
+        if outcome.message:  # a suspect night passes, loudly
+            warnings.warn(SuspectNight(outcome.message), stacklevel=1)
         return result
 
     return run

@@ -243,6 +243,9 @@ class Matrix:
     cells: tuple[CellSpec, ...]
     description: str = ""
     source: str = "<memory>"
+    # [gate]: how history judges the matrix's cells (``window.py``).
+    window: int = 20  # the last N good runs under the same recipe form the baseline
+    confidence: float = 0.99  # two-sided Student-t prediction interval of the window
 
     def __len__(self) -> int:
         return len(self.cells)
@@ -256,7 +259,7 @@ class Matrix:
 
 
 SPEC_FIELDS = tuple(f.name for f in dataclasses.fields(CellSpec) if f.name not in ("training_args",))
-_SECTIONS = ("matrix", "defaults", "axes", "exclude", "override", "cells")
+_SECTIONS = ("matrix", "gate", "defaults", "axes", "exclude", "override", "cells")
 
 
 def load_matrix(path: str | Path) -> Matrix:
@@ -290,6 +293,16 @@ def _parse_matrix(data: Mapping[str, Any], source: str, default_name: str) -> Ma
         raise SpecError(f"[matrix]: unknown key(s) {bad_meta}; allowed: ['name', 'description']")
     name = meta.get("name", default_name)
     description = meta.get("description", "")
+    gate = _table(data, "gate")
+    bad_gate = sorted(set(gate) - {"window", "confidence"})
+    if bad_gate:
+        raise SpecError(f"[gate]: unknown key(s) {bad_gate}; allowed: ['window', 'confidence']")
+    window = gate.get("window", 20)
+    if isinstance(window, bool) or not isinstance(window, int) or window < 2:
+        raise SpecError(f"[gate] `window` must be a whole number of runs, 2 or more, got {window!r}")
+    confidence = gate.get("confidence", 0.99)
+    if isinstance(confidence, bool) or not isinstance(confidence, (int, float)) or not 0.5 <= confidence < 1:
+        raise SpecError(f"[gate] `confidence` must be a probability in [0.5, 1), e.g. 0.99, got {confidence!r}")
 
     defaults = _table(data, "defaults")
     for key, value in defaults.items():
@@ -367,7 +380,8 @@ def _parse_matrix(data: Mapping[str, Any], source: str, default_name: str) -> Ma
                 f"or sweep the differing field in [axes] so it becomes part of the id"
             )
         seen[cell.id] = cell
-    return Matrix(name=str(name), description=str(description), cells=tuple(cells), source=source)
+    return Matrix(name=str(name), description=str(description), cells=tuple(cells), source=source,
+                  window=window, confidence=float(confidence))
 
 
 def _build_cell(raw: Mapping[str, Any]) -> CellSpec:

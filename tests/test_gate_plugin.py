@@ -191,9 +191,66 @@ def test_a_threshold_crossing_that_confirmation_runs_do_not_repeat_passes(projec
     result = run({SPEED: [speed(sps=80.0), speed(sps=100.0), speed(sps=99.0)], QUALITY: [quality()]})
     result.assert_outcomes(passed=2)
     doc = json.loads((run_dir(result) / f"{SPEED}.json").read_text())
-    assert doc["verdict"]["verdict"] == "pass"
+    assert doc["verdict"]["verdict"] == "suspect", "it passes, loudly"
     assert [r["train_samples_per_s"] for r in doc["verdict"]["confirmation"]] == [100.0, 99.0]
-    assert "confirmation runs did not" in doc["verdict"]["note"]
+    assert "confirmation runs did not repeat it" in doc["verdict"]["note"]
+    result.stdout.fnmatch_lines(["*SuspectNight: *: suspect", "*SUSPECT: train_samples_per_s: 100 -> 80*",
+                                 "judged 2 of 2 cells (0 regressed, 1 suspect)"])
+
+
+def test_a_second_suspect_night_in_the_same_direction_is_a_regression(project):
+    pytester, run = project
+    write_baselines(run)
+    first = run({SPEED: [speed(sps=80.0), speed(sps=100.0), speed(sps=99.0)], QUALITY: [quality()]})
+    first.assert_outcomes(passed=2)
+    second = run({SPEED: [speed(sps=81.0), speed(sps=100.0), speed(sps=98.0)], QUALITY: [quality()]})
+    second.assert_outcomes(passed=1, failed=1)
+    second.stdout.fnmatch_lines(["*a second consecutive suspect night in the same direction*"])
+    faster = run({SPEED: [speed(sps=130.0)], QUALITY: [quality()]})  # the other way: not the same level change
+    faster.assert_outcomes(passed=2)
+
+
+def test_five_good_nights_become_the_baseline_and_a_pinned_file_still_wins(project):
+    pytester, run = project
+    write_baselines(run)
+    for sps in (101.0, 99.0, 100.5, 99.5, 100.2):
+        run({SPEED: [speed(sps=sps)], QUALITY: [quality()]}, "--confirm", "0")
+    result = run({SPEED: [speed(sps=100.0)], QUALITY: [quality()]})
+    result.assert_outcomes(passed=2)
+    doc = json.loads((run_dir(result) / f"{SPEED}.json").read_text())
+    assert doc["verdict"]["verdict"] == "pass"
+    # the --update-baselines run and the five nights
+    assert doc["verdict"]["baseline_source"].startswith("history of 6 good runs"), doc["verdict"]["baseline_source"]
+    slow = run({SPEED: [speed(sps=80.0)], QUALITY: [quality()]})
+    slow.assert_outcomes(passed=1, failed=1)
+    slow.stdout.fnmatch_lines(["*train_samples_per_s: 100 -> 80 (-20.0%*history of 7 runs, 99% prediction interval*"])
+    pinned = next(f for f in baselines(pytester) if f.name == f"{SPEED}.json")
+    doc = json.loads(pinned.read_text())
+    doc["metrics"]["train_samples_per_s"] = 200.0  # a user's pinned figure, far from the history's level
+    pinned.write_text(json.dumps(dict(doc, pinned=True)))
+    result = run({SPEED: [speed(sps=100.0)], QUALITY: [quality()]})
+    result.assert_outcomes(passed=1, failed=1)  # 200 -> 100 against the pinned file
+    result.stdout.fnmatch_lines(["*train_samples_per_s: 200 -> 100*"])
+
+
+def test_require_baselines_fails_a_cell_with_nothing_to_judge_it_and_the_summary_counts(project):
+    pytester, run = project
+    result = run({SPEED: [speed()], QUALITY: [quality()]}, "--require-baselines")
+    assert result.ret == 1
+    result.assert_outcomes(failed=2)
+    result.stdout.fnmatch_lines(
+        ["*new: no baseline for*", "judged 0 of 2 cells; not judged: 2 no baseline for this hardware key"]
+    )
+
+
+def test_a_scratch_results_dir_is_judged_against_the_projects_baselines(project):
+    pytester, run = project
+    write_baselines(run)
+    result = run({SPEED: [speed(sps=70.0)], QUALITY: [quality()]}, "--results-dir", "scratch")
+    result.assert_outcomes(passed=1, failed=1)
+    assert list(pytester.path.joinpath("scratch", "runs").iterdir()), "the run went to the scratch folder"
+    assert not pytester.path.joinpath("scratch", "baselines").exists()
+    result.stdout.fnmatch_lines(["judged 2 of 2 cells (1 regressed)"])
 
 
 def test_a_corrupt_baseline_gives_a_clear_error_and_the_rest_still_runs(project):

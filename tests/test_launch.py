@@ -332,3 +332,9 @@ def test_a_reaped_childs_cpu_time_stays_ours_not_foreign():
         time.sleep(0.1)
     ours = watch._ours() - watch._ours0
     assert ours >= 0.95, f"only {ours:.2f} s of the child's >= 1 s of CPU counted as ours"
+
+
+def test_a_load_seen_over_a_too_short_watch_is_recorded_not_judged():
+    summary = {"seconds": 0.4, "foreign_cpu_cores_mean": 1.2, "max_foreign_cores": 0.25}
+    assert disturbance(summary) is None
+    assert "1.20 CPU cores" in disturbance(dict(summary, seconds=12.0))

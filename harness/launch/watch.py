@@ -21,6 +21,9 @@ import psutil
 
 # Other processes' mean load during a cell, in cores, past which its speed is not judged.
 DEFAULT_MAX_FOREIGN_CORES = 0.25
+# A watch shorter than this says nothing about a load (one burst of a system daemon over a
+# fraction of a second reads as a whole core): it is recorded, not turned into `disturbed`.
+MIN_WATCH_S = 3.0
 
 
 def _busy_seconds(times: Any) -> float:
@@ -213,7 +216,7 @@ def disturbance(summary: dict[str, Any]) -> str | None:
     """Why a cell's speed cannot be trusted, or None."""
     reasons = []
     load, limit = summary.get("foreign_cpu_cores_mean") or 0.0, summary.get("max_foreign_cores")
-    if limit is not None and load > limit:
+    if limit is not None and load > limit and (summary.get("seconds") or 0.0) >= MIN_WATCH_S:
         reasons.append(f"other processes used {load:.2f} CPU cores on average while it ran (limit {limit:g})")
     gpu = summary.get("gpu") or {}
     if gpu.get("foreign_processes"):

@@ -1,0 +1,255 @@
+"""One run of a matrix: measure each cell in child processes, judge it, keep it.
+
+This is what ``pytest benchmarks/`` does, without pytest: the plugin (``pytest_plugin.py``)
+turns its options into ``RunOptions``, hands each cell to ``BenchmarkRun.run_cell`` and
+maps the ``Outcome`` it gets back onto passed, skipped or failed.  Everything a verdict
+depends on lives here and in the modules it calls (``launch`` starts the children,
+``stats`` folds repeats, ``gate`` judges, ``baselines`` and ``results`` keep).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from .accept import accepted_from
+from .baselines import load_baseline, write_baseline
+from .gate import Verdict, confirm_verdict, judge, needs_confirmation, repeated_suspect, suspect_verdict
+from .launch import cell_timeout_s, launch_cell
+from .launch.watch import DEFAULT_MAX_FOREIGN_CORES
+from .results import CellResult, ResultsError, RunWriter, new_run_id
+from .spec import CellSpec, Matrix
+from .stats import fold
+from .window import MIN_POINTS, build_window, cell_documents, load_pinned, previous_night
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    results_dir: Path
+    baselines_dir: Path
+    use_cuda: bool = False
+    repeats: int = 1
+    seeds: int | None = None  # None: every repeat at the cell's own seed
+    confirm: int = 2
+    cell_timeout_s: float | None = None  # None: the matrix's `timeout`, else derived from the steps
+    max_foreign_cores: float = DEFAULT_MAX_FOREIGN_CORES
+    update_baselines: bool = False
+    trainer_progress: bool = False
+    glue_dir: str | None = None
+    require_baselines: bool = False  # a cell with no baseline fails instead of being `new`
+    history_dir: Path | None = None  # whose runs form the history (default: results_dir)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the test of a cell should do: ``passed``, ``skipped`` or ``failed``, and why."""
+
+    kind: str
+    message: str = ""
+
+
+class BenchmarkRun:
+    """The matrix, the run folder, and every cell result so far."""
+
+    def __init__(self, matrix: Matrix, options: RunOptions, *, say: Callable[[str], None] = lambda text: None):
+        self.matrix = matrix
+        self.options = options
+        self.say = say  # progress lines, one per measured execution
+        self.writer: RunWriter | None = None
+        self.results: list[CellResult] = []
+        self.planned: list[str] = []  # ids of the cells selected to run, in order
+        self.updated: list[Path] = []  # baselines written by --update-baselines
+        self.started = 0  # cells started, for the progress line
+
+    # ------------------------------------------------------------ keeping
+
+    def run_writer(self) -> RunWriter:
+        """The run's folder, made when the first cell starts (a run of no cell writes nothing).
+        Its environment is the first child's: this process never looks at the GPU."""
+        if self.writer is None:
+            label = f"{self.matrix.name}-{'gpu' if self.options.use_cuda else 'cpu'}"
+            self.writer = RunWriter(
+                self.options.results_dir, new_run_id(label), matrix=self.matrix.name, planned=self.planned, env={}
+            )
+        return self.writer
+
+    def record(self, result: CellResult) -> Path:
+        self.results.append(result)
+        writer = self.run_writer()
+        if not writer.manifest["env"] and result.env:
+            writer.annotate("env", result.env)
+        return writer.add(result)
+
+    def close(self, *, interrupted: bool) -> None:
+        if self.writer is not None:
+            self.writer.close(interrupted=interrupted)
+
+    @property
+    def history_dir(self) -> Path:
+        return self.options.history_dir or self.options.results_dir
+
+    # ------------------------------------------------------------ measuring
+
+    def execute(self, cell: CellSpec, log_name: str | None = None) -> CellResult:
+        """One measured execution of ``cell``, in a fresh child process."""
+        writer = self.run_writer()
+        timeout, _ = cell_timeout_s(cell, use_cuda=self.options.use_cuda, override=self.options.cell_timeout_s)
+        last_env = next((r.env for r in reversed(self.results) if r.env), None)
+        return launch_cell(
+            cell, run_id=writer.run_id, use_cuda=self.options.use_cuda, glue_dir=self.options.glue_dir,
+            timeout_s=timeout, show_progress=self.options.trainer_progress, keep_logs_in=writer.dir,
+            log_name=log_name or cell.id, max_foreign_cores=self.options.max_foreign_cores, env=last_env,
+        )
+
+    def measure(self, cell: CellSpec, count: int, *, vary_seed: bool, what: str = "run") -> CellResult:
+        """``count`` executions (stopping at the first that fails), folded into one result."""
+        runs = []
+        for i in range(count):
+            seeded = replace(cell, seed=cell.seed + i) if vary_seed else cell
+            seed_note = f", seed {seeded.seed}" if vary_seed else ""
+            self.say(f"[cell {self.started}/{len(self.planned) or '?'}] {cell.id}: {what} {i + 1}/{count}{seed_note}")
+            runs.append(self.execute(seeded, log_name=f"{cell.id}.{what}-{i + 1}"))
+            if not runs[-1].ok:
+                break
+        return fold(runs)
+
+    def measure_and_judge(
+        self, cell: CellSpec, timed: Callable[[Callable[[], None]], None] = lambda fn: fn()
+    ) -> tuple[CellResult, Verdict, str | None]:
+        """Measure the cell (``timed`` wraps the measurement, as pytest-benchmark's pedantic
+        does), then judge it against its baseline, confirming a crossing with re-runs."""
+        seeds = self.options.seeds
+        count = max(self.options.repeats, seeds or 1)
+        holder: dict[str, CellResult] = {}
+        self.started += 1
+
+        def once() -> None:
+            holder["result"] = self.measure(cell, count, vary_seed=bool(seeds))
+
+        timed(once)
+        result = holder["result"]
+        if result.ok and result.spec.nproc > 1:
+            self.add_scaling_efficiency(result)
+        baseline, baseline_error, source, pinned = None, None, None, False
+        window, history = None, []
+        if result.ok:
+            try:
+                baseline, path = load_baseline(
+                    self.options.baselines_dir, result.env["hardware_key"], result.id, recipe=result.spec
+                )
+                source = str(path) if baseline is not None else None
+                pinned = baseline is not None and load_pinned(path)
+            except ResultsError as exc:
+                baseline_error = f"{exc} (fix or delete it, or rewrite it with --update-baselines)"
+            try:
+                history = cell_documents(self.history_dir, result.id)
+                start = accepted_from(self.history_dir, result.id, before=result.run_id)
+            except ResultsError as exc:
+                baseline_error = str(exc)
+            else:
+                window = build_window(history, result, size=self.matrix.window, accepted_from=start)
+                if pinned or len(window.runs) < MIN_POINTS:
+                    window = None  # a pinned baseline file wins; too little history: the file, else new
+        confidence = self.matrix.confidence
+        verdict = judge(result, baseline, baseline_source=source, window=window, confidence=confidence)
+        confirm = self.options.confirm
+        if needs_confirmation(verdict):
+            if confirm > 0:
+                self.say(f"{cell.id}: {verdict.regressions()[0].line()}; confirming with {confirm} re-runs")
+                confirmed = self.measure(cell, confirm, vary_seed=False, what="confirmation")
+                verdict = confirm_verdict(verdict, result, confirmed, baseline, baseline_source=source,
+                                          window=window, confidence=confidence)
+            else:
+                verdict = suspect_verdict(verdict, "no confirmation runs (--confirm 0)")
+            previous = previous_night(history, result)
+            verdict = repeated_suspect(verdict, previous.verdict if previous is not None else None)
+        if baseline_error:
+            verdict = Verdict(result.id, "error", verdict.findings, note=baseline_error)
+        result.verdict = verdict.to_dict()
+        return result, verdict, baseline_error
+
+    def run_cell(self, cell: CellSpec, timed: Callable[[Callable[[], None]], None] = lambda fn: fn()) -> tuple[
+        CellResult, Path, Outcome
+    ]:
+        """Measure, judge and keep one cell; what its test should do with it."""
+        result, verdict, baseline_error = self.measure_and_judge(cell, timed)
+        path = self.record(result)
+        updating = self.options.update_baselines
+        if updating and result.ok:
+            self.updated.append(write_baseline(result, self.options.baselines_dir))
+        return result, path, outcome(result, verdict, baseline_error, updating=updating,
+                                     baselines_dir=self.options.baselines_dir,
+                                     require_baselines=self.options.require_baselines)
+
+    def judged_line(self) -> str:
+        """One line: how many cells were judged, how many were not, and why."""
+        return judged_summary(self.results)
+
+    def add_scaling_efficiency(self, result: CellResult) -> None:
+        """Against the single-device twin measured earlier in this run, when there is one."""
+        from .distributed import scaling_efficiency
+
+        twin = replace(result.spec, nproc=1, label="")
+        for single in self.results:
+            if single.ok and replace(single.spec, label="") == twin:
+                result.metrics["scaling_efficiency"] = scaling_efficiency(result, single)
+                result.metrics["scaling_reference_cell"] = single.id
+                return
+
+
+def outcome(result: CellResult, verdict: Verdict, baseline_error: str | None, *, updating: bool,
+            baselines_dir: Path, require_baselines: bool = False) -> Outcome:
+    """A cell's test outcome from its status and verdict.  With ``--update-baselines`` the
+    figures were just written as the baseline, so nothing is held against them."""
+    if result.status == "skipped":
+        return Outcome("skipped", result.reason or "skipped")
+    if result.status != "ok":
+        return Outcome("failed", f"{result.id}: {result.status}: {result.reason}")
+    if updating:
+        return Outcome("passed")
+    if baseline_error:
+        return Outcome("failed", f"{result.id}: baseline unusable: {baseline_error}")
+    if verdict.failed:
+        return Outcome("failed", verdict.message())
+    if verdict.verdict == "suspect":
+        return Outcome("passed", verdict.message())
+    if verdict.verdict == "disturbed":
+        return Outcome("skipped", f"{result.id}: {verdict.note}; figures recorded")
+    if verdict.verdict == "new":
+        return Outcome(
+            "failed" if require_baselines else "skipped",
+            f"new: no baseline for {result.id} on {result.env['hardware_key']} (in {baselines_dir}); "
+            "figures recorded, nothing judged. Write one deliberately with --update-baselines.",
+        )
+    return Outcome("passed")
+
+
+# Why a cell was not judged, by its verdict.
+NOT_JUDGED = {
+    "new": "no baseline for this hardware key",
+    "disturbed": "disturbed by another load",
+    "skipped": "cannot run here",
+    "error": "failed to run",
+}
+
+
+def judged_summary(results: list[CellResult]) -> str:
+    """``judged 5 of 7 cells (1 regressed); not judged: 1 no baseline for this hardware key, 1 cannot run here``."""
+    judged = regressed = suspect = 0
+    missing: dict[str, int] = {}
+    for r in results:
+        verdict = (r.verdict or {}).get("verdict") or ("skipped" if r.status == "skipped" else "error")
+        if verdict in ("pass", "regression", "improvement", "suspect"):
+            judged += 1
+            regressed += verdict == "regression"
+            suspect += verdict == "suspect"
+            continue
+        why = "baseline unusable" if verdict == "error" and r.ok else NOT_JUDGED.get(verdict, verdict)
+        missing[why] = missing.get(why, 0) + 1
+    line = f"judged {judged} of {len(results)} cells"
+    if judged:
+        line += f" ({regressed} regressed{f', {suspect} suspect' if suspect else ''})"
+    if missing:
+        line += "; not judged: " + ", ".join(f"{n} {why}" for why, n in missing.items())
+    return line
