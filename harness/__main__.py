@@ -1,5 +1,5 @@
 """``python -m harness compare OLD NEW`` | ``report RESULTS_DIR`` | ``calibrate RUN_DIR ...`` |
-``accept CELL... --from RUN_ID -m WHY``."""
+``accept CELL... --from RUN_ID -m WHY`` | ``changes [RESULTS_DIR]``."""
 
 from __future__ import annotations
 
@@ -40,6 +40,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     acc.add_argument("-m", "--message", required=True, help="why the change is accepted (kept with it, shown in the report)")
     acc.add_argument("--results-dir", type=Path, default=Path("results"))
 
+    chg = sub.add_parser("changes", help="where each cell's level changed over its whole history (change points)")
+    chg.add_argument("results_dir", type=Path, nargs="?", default=Path("results"))
+    chg.add_argument("--format", choices=("table", "json"), default="table")
+    chg.add_argument("--output", type=Path, help="write here instead of standard output")
+
+    sim = sub.add_parser("simulate", help="the history gate on simulated nights: false alarms and detection")
+    sim.add_argument("rest", nargs=argparse.REMAINDER, help="see python -m harness simulate -- --help")
+
     args = parser.parse_args(argv)
     try:
         if args.command == "compare":
@@ -52,6 +60,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             else:
                 sys.stdout.write(text)
             return 1 if args.fail_on == "regression" and comparison.regressions() else 0
+        if args.command == "simulate":
+            from .simulate import main as simulate_main
+
+            return simulate_main([a for a in args.rest if a != "--"])
+        if args.command == "changes":
+            from .changes import find_changes
+            from .changes import render as render_changes
+
+            text = render_changes(find_changes(args.results_dir), args.format)
+            if args.output:
+                args.output.write_text(text, encoding="utf-8")
+            else:
+                sys.stdout.write(text)
+            return 0
         if args.command == "accept":
             from .accept import accept
 

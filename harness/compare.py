@@ -107,6 +107,8 @@ FIGURES = (
 
 
 def figure(result: CellResult, name: str) -> float | None:
+    if name.startswith("eval_") and result.spec.weights == "random":
+        return None  # chance level (always the majority label): not a result
     value = peak_memory(result)[1] if name == "peak_memory" else result.metrics.get(name)
     return None if value is None else float(value)
 
@@ -149,7 +151,10 @@ def compare(old: Side, new: Side) -> Comparison:
         if not (a.ok and b.ok):
             comparison.rows.append(Row(cell_id, a, b, "not comparable", f"status {a.status} / {b.status}"))
             continue
-        verdict = judge(b, a)
+        # The thresholds each result was produced under travel in its spec (the matrix's
+        # [defaults] and the cell's own): the new side's, layered over the old side's, as
+        # the gate judged them, so compare and the nightly gate cannot disagree.
+        verdict = judge(b, a, matrix_thresholds=a.spec.thresholds)
         kinds = {f.kind for f in verdict.regressions()}
         if "quality" in kinds:
             word = "quality out of band"

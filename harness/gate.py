@@ -194,6 +194,57 @@ def history_finding(
     return Finding(metric, kind, verdict, value, centre, change, threshold.text, interval.relative_half_width, where)
 
 
+# ---------------------------------------------------------------- hardware-independent figures
+
+# What a cell trains on does not depend on the machine: the same cell, seed and recipe reads
+# the same examples in the same order on any CPU or GPU, so these figures are judged against
+# the cell's result from any hardware.  A difference means the data, its order or the
+# tokenization changed, and the speed figures no longer measure the same work.
+INVARIANT_METRICS = ("timed_samples", "train_real_tokens", "train_padded_tokens", "padding_efficiency",
+                     "model_flops_per_step")
+INVARIANT_TOLERANCE = 1e-3
+
+
+def figures_at_seed(result: CellResult, seed: int) -> dict[str, Any] | None:
+    """The figures ``result`` measured at ``seed``: a multi-seed result keeps each seed's
+    in ``samples["repeats"]``, while its headline figures may be another seed's."""
+    repeats = result.samples.get("repeats") or []
+    seeds = {r.get("seed") for r in repeats}
+    if len(seeds) > 1:
+        return next((r for r in repeats if r.get("seed") == seed), None)
+    return result.metrics if result.spec.seed == seed else None
+
+
+def invariant_value(m: dict[str, Any], metric: str) -> float | None:
+    if metric == "model_flops_per_step":
+        flops, steps = m.get("model_flops"), m.get("timed_steps")
+        return flops / steps if isinstance(flops, (int, float)) and steps else None
+    value = m.get(metric)
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def invariant_findings(current: CellResult, reference: CellResult | None) -> list[Finding]:
+    if reference is None:
+        return []
+    where = reference.env.get("hardware_key", "?")
+    mine, theirs = figures_at_seed(current, current.spec.seed), figures_at_seed(reference, current.spec.seed)
+    if mine is None or theirs is None:
+        return []  # no figures of the same seed to hold side by side
+    findings = []
+    for metric in INVARIANT_METRICS:
+        value, base = invariant_value(mine, metric), invariant_value(theirs, metric)
+        if value is None or base is None or base == 0:
+            continue
+        change = (value - base) / base
+        if abs(change) <= INVARIANT_TOLERANCE:
+            findings.append(Finding(metric, "invariant", "pass", value, base, change, "exact", 0.0))
+        else:
+            note = (f"differs from the same cell's {reference.run_id} on {where}: the data, its order or the "
+                    "tokenization changed, so the speed figures measure other work")
+            findings.append(Finding(metric, "invariant", "regression", value, base, change, "exact", 0.0, note))
+    return findings
+
+
 # ---------------------------------------------------------------- quality
 
 
@@ -275,15 +326,23 @@ def judge(
     baseline_source: str | None = None,
     window: Window | None = None,
     confidence: float = DEFAULT_CONFIDENCE,
+    elsewhere: CellResult | None = None,
 ) -> Verdict:
     """Speed and memory against ``window`` (the cell's recent history) where it holds
-    ``MIN_POINTS`` values of a figure, else against ``baseline``; quality against its band."""
+    ``MIN_POINTS`` values of a figure, else against ``baseline``; quality against its band;
+    the hardware-independent figures against the baseline, the newest run of the window,
+    or, where this hardware key has neither, ``elsewhere``: the same cell on another machine."""
     if current.status == "skipped":
         return Verdict(current.id, "skipped", note=current.reason or "")
     if current.status != "ok":
         return Verdict(current.id, "error", note=f"{current.status}: {current.reason}")
     thresholds = resolve_thresholds(DEFAULT_THRESHOLDS, matrix_thresholds, current.spec.thresholds)
-    findings = speed_findings(current, baseline, thresholds, window, confidence) + quality_findings(current, baseline)
+    reference = baseline or (window.runs[-1] if window is not None and window.runs else None) or elsewhere
+    findings = (
+        speed_findings(current, baseline, thresholds, window, confidence)
+        + invariant_findings(current, reference)
+        + quality_findings(current, baseline or (elsewhere if reference is elsewhere else None))
+    )
     judged_by_history = window is not None and any("history of" in f.note for f in findings)
     disturbed = current.metrics.get("disturbed")
     if disturbed:  # another load shared the machine: speed says nothing about the code
@@ -303,11 +362,15 @@ def judge(
         overall = "improvement"
     else:
         overall = "pass"
-    reference = window.runs[-1] if judged_by_history else baseline
-    changes = env_changes(reference.env, current.env) if reference is not None else []
+    env_reference = window.runs[-1] if judged_by_history else baseline
+    changes = env_changes(env_reference.env, current.env) if env_reference is not None else []
     if judged_by_history:
         baseline_source = window.describe()
     note = f"disturbed: {disturbed}; its speed is not judged" if disturbed else ""
+    if overall == "new" and reference is not None and reference is elsewhere:
+        note = (f"speed and memory need a baseline for {current.env.get('hardware_key')}; token counts, padding "
+                f"efficiency, FLOPs per step and quality judged against {elsewhere.env.get('hardware_key')} "
+                f"({elsewhere.run_id}): they match")
     if current.metrics.get("throttled"):
         reasons = ", ".join(current.metrics.get("throttle_reasons") or []) or "unknown reasons"
         note = (note + "; " if note else "") + (

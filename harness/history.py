@@ -21,7 +21,7 @@ COLUMNS: dict[str, str] = {
     "finished_at": "when the cell finished, UTC",
     "cell_id": "the cell's readable id",
     "status": "ok, skipped, oom or error",
-    "verdict": "pass, regression, improvement, new, skipped or error (empty if not judged)",
+    "verdict": "pass, suspect, regression, improvement, new, disturbed, skipped or error (empty if not judged)",
     "task": "task", "checkpoint": "checkpoint", "weights": "pretrained or random",
     "padding": "dynamic, max_length or bucketed", "batch_size": "per-device batch size",
     "precision": "fp32, fp16 or bf16", "max_length": "max sequence length", "seed": "seed",

@@ -19,8 +19,8 @@ from .baselines import load_baseline
 from .history import COLUMNS, load_frame
 from .results import ResultsError
 
-VERDICT_COLOURS = {"regression": "#c62828", "error": "#c62828", "improvement": "#2e7d32", "pass": "#2e7d32",
-                   "new": "#1565c0", "skipped": "#757575"}
+VERDICT_COLOURS = {"regression": "#c62828", "error": "#c62828", "improvement": "#00897b", "pass": "#2e7d32",
+                   "suspect": "#ef6c00", "disturbed": "#6a1b9a", "new": "#1565c0", "skipped": "#757575"}
 
 
 def _png(fig) -> str:
@@ -103,11 +103,34 @@ def _table(latest: pd.DataFrame) -> str:
             html.escape(r.run_id),
             f'<span style="color:{VERDICT_COLOURS.get(verdict, "#000")};font-weight:bold">{html.escape(verdict)}</span>',
             _n(r.train_samples_per_s, ".1f"), _n(r.real_tokens_per_s, ".0f"), _n(r.padding_efficiency, ".1%"),
-            _n(mem / 2**20 if pd.notna(mem) else None, ".0f"), _n(r.eval_accuracy, ".3f"), _n(r.eval_f1, ".3f"),
+            _n(mem / 2**20 if pd.notna(mem) else None, ".0f"),
+            *(["chance", "chance"] if r.weights == "random" and pd.notna(r.eval_accuracy)
+              else [_n(r.eval_accuracy, ".3f"), _n(r.eval_f1, ".3f")]),
         ]
         out.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     out.append("</table>")
     return "\n".join(out)
+
+
+def _accepted(results_dir: Path) -> list[str]:
+    """The accepted changes of level (``python -m harness accept``): where each window restarts."""
+    from .accept import read_accepted
+
+    try:
+        entries = read_accepted(results_dir)
+    except ResultsError as exc:
+        return [f"<p class='partial'>{html.escape(str(exc))}</p>"]
+    if not entries:
+        return []
+    rows = "".join(
+        f"<tr><td>{html.escape(e['cell'])}</td><td>{html.escape(e['from_run'])}</td><td>{html.escape(e.get('why', ''))}</td>"
+        f"<td>{html.escape(str(e.get('at', '')))}</td><td>{html.escape(str(e.get('by', '')))}</td></tr>"
+        for e in entries
+    )
+    return ["<h2 id='accepted'>Accepted changes</h2>",
+            "<p>Each cell's history window starts again at the first run of its accepted new level.</p>",
+            "<table><tr><th>cell</th><th>from run</th><th>why</th><th>accepted at</th><th>by</th></tr>"
+            + rows + "</table>"]
 
 
 def _n(value, spec: str) -> str:
@@ -137,7 +160,9 @@ def build_report(results_dir: str | Path) -> str:
         parts.append(f"<p class='partial' id='partial'>The latest run is <b>{html.escape(str(state))}</b>: it was "
                      "interrupted or is still running; the cells below are the ones that finished.</p>")
     parts += ["<h2>Latest verdicts</h2>", "<p>The newest result of every cell, and the run it came from.</p>",
-              _table(latest), "<h2>Throughput over the nightly history</h2>"]
+              _table(latest)]
+    parts += _accepted(results_dir)
+    parts.append("<h2>Throughput over the nightly history</h2>")
     for cell_id in latest.cell_id:
         hardware = latest[latest.cell_id == cell_id].hardware_key.iloc[0]
         try:

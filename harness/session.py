@@ -151,8 +151,12 @@ class BenchmarkRun:
                 window = build_window(history, result, size=self.matrix.window, accepted_from=start)
                 if pinned or len(window.runs) < MIN_POINTS:
                     window = None  # a pinned baseline file wins; too little history: the file, else new
+        elsewhere = None
+        if result.ok and baseline is None and window is None:
+            elsewhere = same_cell_elsewhere(self.options.baselines_dir, history, result)
         confidence = self.matrix.confidence
-        verdict = judge(result, baseline, baseline_source=source, window=window, confidence=confidence)
+        verdict = judge(result, baseline, baseline_source=source, window=window, confidence=confidence,
+                        elsewhere=elsewhere)
         confirm = self.options.confirm
         if needs_confirmation(verdict):
             if confirm > 0:
@@ -196,6 +200,27 @@ class BenchmarkRun:
                 result.metrics["scaling_efficiency"] = scaling_efficiency(result, single)
                 result.metrics["scaling_reference_cell"] = single.id
                 return
+
+
+def same_cell_elsewhere(baselines_dir: Path, history: list[CellResult], current: CellResult) -> CellResult | None:
+    """The same cell under the same recipe on another machine: its stored baseline for
+    another hardware key, else its newest good run there.  For the figures that do not
+    depend on the hardware."""
+    key = current.env.get("hardware_key")
+    folders = sorted(p for p in Path(baselines_dir).iterdir() if p.is_dir()) if Path(baselines_dir).is_dir() else []
+    for folder in folders:
+        if folder.name == key:
+            continue
+        try:
+            found, _ = load_baseline(baselines_dir, folder.name, current.id, recipe=current.spec)
+        except ResultsError:
+            continue
+        if found is not None:
+            return found
+    from .spec import recipe_changes
+
+    others = [r for r in history if r.ok and r.env.get("hardware_key") != key and not recipe_changes(r.spec, current.spec)]
+    return others[-1] if others else None
 
 
 def outcome(result: CellResult, verdict: Verdict, baseline_error: str | None, *, updating: bool,

@@ -12,6 +12,7 @@ only when it is past the threshold *and* outside the interval.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import statistics
@@ -47,6 +48,7 @@ class Interval:
         return (self.high - self.mean) / abs(self.mean) if self.mean else math.inf
 
 
+@functools.lru_cache(maxsize=256)
 def t_quantile(p: float, df: int) -> float:
     from scipy.stats import t
 

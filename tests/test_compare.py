@@ -122,3 +122,16 @@ def test_a_cell_measured_under_another_recipe_is_flagged(tmp_path):
     new = make_run(tmp_path / "new", "r2", OLD_ENV, [CellSpec(**{**cell.to_dict(), "max_steps": 60})])
     (row,) = compare(load_side(old), load_side(new)).rows
     assert row.verdict == "unchanged" and row.detail == "recipe differs: max_steps 30 -> 60"
+
+
+def test_compare_judges_with_the_thresholds_the_results_were_produced_under(tmp_path):
+    """A matrix that allows -15% (smoke on shared CPUs): 10% slower is `unchanged` in compare,
+    as it passes the gate; with the default -5% it is `slower`."""
+    loose = [CellSpec(max_steps=30, thresholds=("train_samples_per_s:-15%",))]
+    old = make_run(tmp_path / "old", "r1", OLD_ENV, loose)
+    new = make_run(tmp_path / "new", "r2", OLD_ENV, loose, slow={loose[0].id})
+    assert [r.verdict for r in compare(load_side(old), load_side(new)).rows] == ["unchanged"]
+    strict = [CellSpec(max_steps=30)]
+    old = make_run(tmp_path / "old2", "r1", OLD_ENV, strict)
+    new = make_run(tmp_path / "new2", "r2", OLD_ENV, strict, slow={strict[0].id})
+    assert [r.verdict for r in compare(load_side(old), load_side(new)).rows] == ["slower"]

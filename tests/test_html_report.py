@@ -41,6 +41,17 @@ def test_report_holds_verdicts_charts_and_marks_partial_runs(tmp_path):
     assert "http://" not in page and "https://" not in page, "the page must open offline"
 
 
+def test_accepted_changes_are_shown(tmp_path):
+    from harness.accept import accept
+
+    history(tmp_path)
+    run_id = sorted(p.name for p in (tmp_path / "runs").iterdir())[1]
+    cell = next(p.stem for p in (tmp_path / "runs" / run_id).glob("*.json") if p.name != "run.json")
+    accept(tmp_path, cell, run_id, "a faster tokenizer, accepted")
+    page = build_report(tmp_path)
+    assert "id='accepted'" in page and "a faster tokenizer, accepted" in page and run_id in page
+
+
 def test_report_of_nothing_is_a_clear_error(tmp_path):
     from harness.results import ResultsError
 

@@ -95,8 +95,9 @@ def test_a_hang_is_killed_at_its_timeout_with_its_whole_process_group(tiny_cell,
     assert result.samples["failure"]["kind"] == "timeout"
 
 
-def test_the_process_group_is_gone_after_a_timeout(tmp_path):
+def test_the_process_group_is_gone_after_a_timeout(tmp_path, monkeypatch):
     """A child that starts a grandchild and hangs: both are killed."""
+    monkeypatch.setenv("HARNESS_LAUNCH", "spawn")  # the stand-in interpreter below is no zygote
     script = tmp_path / "spawner.py"
     pidfile = tmp_path / "grandchild.pid"
     script.write_text(textwrap.dedent(f"""
@@ -303,10 +304,23 @@ def test_sigterm_to_pytest_ends_the_children_and_leaves_a_partial_run(bench, inj
     children = []
     import psutil
 
-    while time.monotonic() < deadline and not children:
+    def ours():
+        found = []
+        for c in psutil.Process(proc.pid).children(recursive=True):
+            try:
+                if "harness.worker" in " ".join(c.cmdline()) or "harness.launch.zygote" in " ".join(c.cmdline()):
+                    found.append(c)
+            except psutil.Error:
+                continue
+        return found
+
+    def forked(found):  # a cell's child: forked by the zygote, or a worker of its own
+        return [c for c in found if "harness.worker" in " ".join(c.cmdline()) or c.ppid() in {z.pid for z in found}]
+
+    while time.monotonic() < deadline and not forked(children):
         time.sleep(0.5)
-        children = [c for c in psutil.Process(proc.pid).children(recursive=True) if "harness.worker" in " ".join(c.cmdline())]
-    assert children, "a cell's child process started"
+        children = ours()
+    assert forked(children), "a cell's child process started"
     time.sleep(3)
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=60)
@@ -338,3 +352,18 @@ def test_a_load_seen_over_a_too_short_watch_is_recorded_not_judged():
     summary = {"seconds": 0.4, "foreign_cpu_cores_mean": 1.2, "max_foreign_cores": 0.25}
     assert disturbance(summary) is None
     assert "1.20 CPU cores" in disturbance(dict(summary, seconds=12.0))
+
+
+def test_forked_and_spawned_children_train_on_the_same_data(tiny_cell, monkeypatch):
+    """The zygote saves the imports, nothing else: a forked child measures what a new
+    interpreter measures (same data, same order), and is recorded as forked."""
+    cell = tiny_cell(max_steps=6)
+    forked = launch_cell(cell, run_id="t", use_cuda=False)
+    monkeypatch.setenv("HARNESS_LAUNCH", "spawn")
+    spawned = launch_cell(cell, run_id="t", use_cuda=False)
+    assert forked.ok and spawned.ok, (forked.reason, spawned.reason)
+    assert forked.samples["launch"]["machine"].get("started_by") == "zygote fork"
+    assert "started_by" not in spawned.samples["launch"]["machine"]
+    for name in ("train_real_tokens", "train_padded_tokens", "timed_samples"):
+        assert forked.metrics[name] == spawned.metrics[name], name
+    assert forked.metrics["final_train_loss"] == pytest.approx(spawned.metrics["final_train_loss"], rel=1e-5)

@@ -180,3 +180,39 @@ def test_accept_from_the_command_line(real, tmp_path, capsys):
     assert f"accepted: {real.id} from {night(1)}" in capsys.readouterr().out
     assert main(["accept", real.id, "--from", "nope", "-m", "x", "--results-dir", str(tmp_path)]) == 2
     assert "no run 'nope'" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- figures that do not depend on the machine
+
+
+def test_on_another_machine_token_counts_padding_and_flops_are_judged_against_the_same_cell_elsewhere(real):
+    intel = dict(real.env, hardware_key="cpu-2x-Intel-Xeon", cpu_model="Intel Xeon")
+    tonight = clone(real, night(30), real.metrics[METRIC] / 7, verdict=None, env=intel)
+    v = judge(tonight, None, elsewhere=real)
+    judged = {f.metric for f in v.findings if f.kind == "invariant"}
+    assert judged == {"timed_samples", "train_real_tokens", "train_padded_tokens", "padding_efficiency",
+                      "model_flops_per_step"}
+    assert v.verdict == "new" and "judged against cpu-2x-AMD-EPYC" in v.note, "speed still needs this machine's baseline"
+    other_data = replace(tonight, metrics=dict(tonight.metrics, train_real_tokens=tonight.metrics["train_real_tokens"] + 40))
+    v = judge(other_data, None, elsewhere=real)
+    (bad,) = v.regressions()
+    assert v.verdict == "regression" and bad.metric == "train_real_tokens" and "tokenization changed" in bad.note
+
+
+def test_a_multi_seed_reference_is_compared_at_the_same_seed(real):
+    seeds = [dict(real.metrics, seed=42), dict(real.metrics, seed=43, train_real_tokens=1)]
+    three = replace(real, metrics=dict(real.metrics, train_real_tokens=1), samples=dict(real.samples, repeats=seeds))
+    v = judge(clone(real, night(30), real.metrics[METRIC], verdict=None), three)
+    (tokens,) = [f for f in v.findings if f.metric == "train_real_tokens"]
+    assert tokens.verdict == "pass", "seed 42 against seed 42's figures, not the headline repeat's"
+
+
+def test_the_simulated_nightly_gate_is_quiet_on_an_unchanged_level_and_catches_a_step(real):
+    from harness.simulate import detection, false_alarms
+
+    quiet = false_alarms(real, noise=0.01, threshold="train_samples_per_s:-3%", nights=400, cells=4)
+    assert quiet["cell_nights"] >= 300 and quiet["per_1000"] < 10, quiet
+    assert detection(real, noise=0.01, threshold="train_samples_per_s:-3%", step=0.10, trials=20) == 1.0
+    assert detection(real, noise=0.01, threshold="train_samples_per_s:-3%", step=0.01, trials=20) < 0.5, (
+        "a 1% step sits inside a -3% threshold: never a regression"
+    )

@@ -16,6 +16,7 @@ lines of its output.  The next cell starts in a clean process whatever happened.
 
 from __future__ import annotations
 
+import atexit
 import collections
 import json
 import math
@@ -30,6 +31,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 from ..results import CellResult, ResultsError, utc_now
 from ..spec import CellSpec
@@ -142,6 +145,28 @@ def _pump(stream: Any, log: Any, tail: collections.deque, echo: bool) -> None:
     stream.close()
 
 
+def _follow(path: Path, tail: collections.deque, echo: bool, stop: threading.Event) -> None:
+    """Read the child's log file as it grows (a forked child writes it directly)."""
+    with path.open("rb") as handle:
+        pending = b""
+        while True:
+            chunk = handle.read(1 << 16)
+            if chunk:
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for raw in lines:
+                    line = raw.decode("utf-8", errors="replace")
+                    tail.append(line)
+                    if echo:
+                        sys.__stderr__.write(line + "\n")
+                continue
+            if stop.is_set():
+                if pending:
+                    tail.append(pending.decode("utf-8", errors="replace"))
+                return
+            time.sleep(POLL_S / 2)
+
+
 def _kill_group(pgid: int, sig: int) -> None:
     try:
         os.killpg(pgid, sig)
@@ -160,6 +185,174 @@ def _wait(pid: int) -> tuple[int | None, int | None]:
     return os.waitstatus_to_exitcode(status), int(usage.ru_maxrss) * 1024  # Linux reports KiB
 
 
+# ---------------------------------------------------------------- how the child is started
+
+
+def use_zygote() -> bool:
+    """Single-process cells fork from a warm zygote (``zygote.py``) unless
+    ``HARNESS_LAUNCH=spawn`` asks for a new interpreter per execution."""
+    return os.environ.get("HARNESS_LAUNCH", "zygote") != "spawn"
+
+
+# Variables that change from test to test or call to call and that nothing reads at import
+# time: they do not call for a new zygote (the child gets the request's environment anyway).
+_VOLATILE_ENV = ("PYTEST_CURRENT_TEST", "HARNESS_TEST_FAULT_ONCE", "GLUE_DIR", "PYTHONUNBUFFERED")
+
+
+class ZygoteError(RuntimeError):
+    pass
+
+
+class Zygote:
+    """The launcher's side of ``python -m harness.launch.zygote``."""
+
+    def __init__(self, env: dict[str, str]):
+        self.key = zygote_key(env)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "harness.launch.zygote"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL, env=env,
+        )
+        self._lock = threading.Lock()
+        self._next = 0
+        self._started: dict[int, int] = {}
+        self._ended: dict[int, tuple[int, int | None]] = {}
+        self._ready = threading.Event()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        if not self._ready.wait(120) or self.proc.poll() is not None:
+            self.close()
+            raise ZygoteError("the zygote did not start (its imports failed or took over 120 s)")
+
+    def _read(self) -> None:
+        for raw in iter(self.proc.stdout.readline, b""):
+            try:
+                message = json.loads(raw)
+            except ValueError:
+                continue
+            with self._lock:
+                if "ready" in message:
+                    self._ready.set()
+                elif "started" in message:
+                    self._started[message["started"]] = message["pid"]
+                elif "ended" in message:
+                    self._ended[message["ended"]] = (message["returncode"], message.get("max_rss_bytes"))
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def fork(self, argv: list[str], env: dict[str, str], log: Path) -> int:
+        with self._lock:
+            self._next += 1
+            request_id = self._next
+        request = {"id": request_id, "argv": argv, "env": env, "log": str(log)}
+        try:
+            self.proc.stdin.write((json.dumps(request) + "\n").encode())
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError) as exc:
+            raise ZygoteError(f"the zygote is gone ({exc})") from None
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with self._lock:
+                if request_id in self._started:
+                    return self._started.pop(request_id)
+            if not self.alive():
+                raise ZygoteError(f"the zygote exited ({self.proc.returncode}) before it forked the child")
+            time.sleep(0.01)
+        raise ZygoteError("the zygote did not fork the child within 60 s")
+
+    def poll(self, pid: int) -> tuple[int | None, int | None]:
+        with self._lock:
+            if pid in self._ended:
+                return self._ended.pop(pid)
+        if not self.alive():  # the zygote died: its children are orphans we cannot wait for
+            try:
+                if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                    return None, None
+            except psutil.Error:
+                pass
+            return -1, None  # gone, or a zombie nobody will report: its exit status is lost
+        return None, None
+
+    def close(self) -> None:
+        try:
+            if self.proc.stdin:
+                self.proc.stdin.close()
+            self.proc.wait(timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            self.proc.kill()
+
+
+def zygote_key(env: dict[str, str]) -> str:
+    return json.dumps(sorted((k, v) for k, v in env.items() if k not in _VOLATILE_ENV))
+
+
+_ZYGOTE: Zygote | None = None
+
+
+def zygote_for(env: dict[str, str]) -> Zygote:
+    """The warm zygote for this environment; one at a time (a new environment retires the old)."""
+    global _ZYGOTE
+    if _ZYGOTE is not None and (_ZYGOTE.key != zygote_key(env) or not _ZYGOTE.alive()):
+        _ZYGOTE.close()
+        _ZYGOTE = None
+    if _ZYGOTE is None:
+        _ZYGOTE = Zygote(env)
+    return _ZYGOTE
+
+
+@atexit.register
+def _close_zygote() -> None:
+    if _ZYGOTE is not None:
+        _ZYGOTE.close()
+
+
+class _Child:
+    """A started child: its pid (also its process group) and how to wait for it."""
+
+    def __init__(self, pid: int, poll: Any, finish: Any, starter: int | None = None):
+        self.pid, self.poll, self.finish, self.starter = pid, poll, finish, starter
+
+
+def _start(command: list[str], worker_argv: list[str], env: dict[str, str], log_path: Path,
+           tail: collections.deque, echo: bool, forked: bool) -> _Child:
+    if forked:
+        log_path.touch()
+        zygote = zygote_for(env)
+        stop = threading.Event()
+        follower = threading.Thread(target=_follow, args=(log_path, tail, echo, stop), daemon=True)
+        follower.start()
+        try:
+            pid = zygote.fork(worker_argv, env, log_path)
+        except ZygoteError:
+            stop.set()
+            raise
+
+        def finish() -> None:
+            stop.set()
+            follower.join(timeout=5)
+
+        return _Child(pid, lambda: zygote.poll(pid), finish, starter=zygote.proc.pid)
+    log = log_path.open("wb")
+    proc = subprocess.Popen(
+        command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        env=env, start_new_session=True,
+    )
+    pump = threading.Thread(target=_pump, args=(proc.stdout, log, tail, echo), daemon=True)
+    pump.start()
+
+    def poll() -> tuple[int | None, int | None]:
+        returncode, max_rss = _wait(proc.pid)
+        if returncode is not None:
+            proc.returncode = returncode
+        return returncode, max_rss
+
+    def finish_spawned() -> None:
+        pump.join(timeout=5)
+        log.close()
+
+    return _Child(proc.pid, poll, finish_spawned)
+
+
 def run_child(
     args: list[str],
     *,
@@ -174,11 +367,13 @@ def run_child(
     """Run ``harness.worker`` with ``args`` in a new process group and watch it.
 
     The worker gets ``--out``, ``--progress`` and ``--env-out`` in ``scratch``.  With
-    ``nproc > 1`` it runs under torchrun, one process per device.
+    ``nproc > 1`` it runs under torchrun, one process per device, in a new interpreter;
+    otherwise it is forked from the warm zygote (``HARNESS_LAUNCH=spawn``: a new interpreter).
     """
     out, board, env_out, log_path = (scratch / n for n in ("result.json", "progress", "env.json", "child.log"))
     progress_file.create(board)
-    worker = ["-m", "harness.worker", *args, "--out", str(out), "--progress", str(board), "--env-out", str(env_out)]
+    worker_argv = [*args, "--out", str(out), "--progress", str(board), "--env-out", str(env_out)]
+    worker = ["-m", "harness.worker", *worker_argv]
     if nproc > 1:
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", *worker]
     else:
@@ -192,47 +387,48 @@ def run_child(
     started = time.monotonic()
     returncode = max_rss = None
     timed_out = False
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            env=child_env, start_new_session=True,
-        )
-        pump = threading.Thread(target=_pump, args=(proc.stdout, log, tail, echo), daemon=True)
-        pump.start()
-        watch = Watch(proc.pid, use_cuda=use_cuda, max_foreign_cores=max_foreign_cores)
-        last_watch = started
-        try:
-            while True:
-                returncode, max_rss = _wait(proc.pid)
-                if returncode is not None:
-                    break
-                now = time.monotonic()
-                if now - started > timeout_s:
-                    timed_out = True
-                    break
-                if now - last_watch >= WATCH_EVERY_S:
-                    watch.sample()
-                    last_watch = now
+    forked = nproc == 1 and use_zygote()
+    try:
+        child = _start(command, worker_argv, child_env, log_path, tail, echo, forked)
+    except ZygoteError:
+        forked = False  # a zygote that cannot start costs speed, never the cell
+        child = _start(command, worker_argv, child_env, log_path, tail, echo, forked)
+    watch = Watch(child.pid, use_cuda=use_cuda, max_foreign_cores=max_foreign_cores,
+                  starters=(child.starter,) if child.starter else ())
+    last_watch = started
+    try:
+        while True:
+            returncode, max_rss = child.poll()
+            if returncode is not None:
+                break
+            now = time.monotonic()
+            if now - started > timeout_s:
+                timed_out = True
+                break
+            if now - last_watch >= WATCH_EVERY_S:
+                watch.sample()
+                last_watch = now
+            time.sleep(POLL_S)
+        watched = watch.summary()
+    finally:
+        # Whatever ended the wait (the child's exit, its timeout, a SIGTERM to us), nothing
+        # of the child's group outlives it: dataloader workers, torchrun's ranks, a hang.
+        if returncode is None:
+            _kill_group(child.pid, signal.SIGTERM)
+            deadline = time.monotonic() + KILL_GRACE_S
+            while returncode is None and time.monotonic() < deadline:
                 time.sleep(POLL_S)
-            watched = watch.summary()
-        finally:
-            # Whatever ended the wait (the child's exit, its timeout, a SIGTERM to us), nothing
-            # of the child's group outlives it: dataloader workers, torchrun's ranks, a hang.
-            if returncode is None:
-                _kill_group(proc.pid, signal.SIGTERM)
-                deadline = time.monotonic() + KILL_GRACE_S
-                while returncode is None and time.monotonic() < deadline:
-                    time.sleep(POLL_S)
-                    returncode, max_rss = _wait(proc.pid)
-                _kill_group(proc.pid, signal.SIGKILL)
-                while returncode is None:
-                    time.sleep(POLL_S / 5)
-                    returncode, max_rss = _wait(proc.pid)
-            else:
-                _kill_group(proc.pid, signal.SIGKILL)
-            proc.returncode = returncode
-            pump.join(timeout=5)
+                returncode, max_rss = child.poll()
+            _kill_group(child.pid, signal.SIGKILL)
+            while returncode is None:
+                time.sleep(POLL_S / 5)
+                returncode, max_rss = child.poll()
+        else:
+            _kill_group(child.pid, signal.SIGKILL)
+        child.finish()
     wall = time.monotonic() - started
+    if forked:
+        watched["started_by"] = "zygote fork"
 
     document = env_doc = None
     if out.exists() and not timed_out:

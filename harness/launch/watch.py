@@ -30,22 +30,6 @@ def _busy_seconds(times: Any) -> float:
     return float(times.user + times.nice + times.system + getattr(times, "irq", 0.0) + getattr(times, "softirq", 0.0))
 
 
-def _tree_cpu_seconds(root: psutil.Process) -> float:
-    """CPU seconds of a process, its live descendants, and the children it has reaped."""
-    total = 0.0
-    try:
-        procs = [root, *root.children(recursive=True)]
-    except psutil.Error:
-        return total
-    for proc in procs:
-        try:
-            t = proc.cpu_times()
-            total += t.user + t.system + t.children_user + t.children_system
-        except psutil.Error:
-            continue
-    return total
-
-
 def visible_gpu_handle(nvml: Any) -> Any:
     """NVML handle of the first device CUDA will use (CUDA_VISIBLE_DEVICES, index or UUID)."""
     first = (os.environ.get("CUDA_VISIBLE_DEVICES") or "0").split(",")[0].strip()
@@ -91,6 +75,7 @@ class Watch:
 
     pid: int
     use_cuda: bool = False
+    starters: tuple[int, ...] = ()  # the zygote that forked the child: its tree is ours too
     max_foreign_cores: float = DEFAULT_MAX_FOREIGN_CORES
     nvml: Any = None  # the pynvml module (a fake in tests); opened lazily on a GPU
     _child: Any = None
@@ -112,6 +97,12 @@ class Watch:
             self._child = psutil.Process(self.pid)
         except psutil.Error:
             self._child = None
+        self._starters = []
+        for pid in self.starters:
+            try:
+                self._starters.append(psutil.Process(pid))
+            except psutil.Error:
+                continue
         self._t0 = time.monotonic()
         times = psutil.cpu_times()
         self._busy0, self._steal0 = _busy_seconds(times), float(getattr(times, "steal", 0.0))
@@ -135,24 +126,36 @@ class Watch:
             self._gpu_handle = None
 
     def _ours(self) -> float:
-        """CPU seconds of this process, of the child's live tree, and of every child this
-        process has reaped: once the launcher reaps the child, its time (and that of the
-        descendants it reaped) moves from the live tree into our ``children_*`` times, so
-        the sum stays whole and a finished child is never taken for a foreign load."""
-        own = psutil.Process()
+        """CPU seconds of this process, of the processes it reaped, and of the trees under the
+        child and its starter (the zygote that forked it), live or reaped.
+
+        A live process counts its own time; once a process is reaped its time moves into
+        its reaper's ``children_*`` times (ours for a spawned child, the zygote's for a
+        forked one), so the sum stays whole and a finished child is never taken for a
+        foreign load.  Other processes, our own unrelated children included, are foreign."""
         try:
-            t = own.cpu_times()
+            t = psutil.Process().cpu_times()
             mine = t.user + t.system + t.children_user + t.children_system
         except psutil.Error:
-            mine = 0.0
-        live = 0.0
-        if self._child is not None:
+            return 0.0
+        seen: set[int] = set()
+        for root in [self._child, *self._starters]:
+            if root is None:
+                continue
             try:
-                if self._child.is_running():  # a zombie's times still read; a reaped child's are ours
-                    live = _tree_cpu_seconds(self._child)
+                tree = [root, *root.children(recursive=True)]
             except psutil.Error:
-                live = 0.0
-        return mine + live
+                continue
+            for proc in tree:
+                if proc.pid in seen:
+                    continue
+                seen.add(proc.pid)
+                try:
+                    t = proc.cpu_times()
+                    mine += t.user + t.system + t.children_user + t.children_system
+                except psutil.Error:
+                    continue
+        return mine
 
     def _our_pids(self) -> set[int]:
         pids = {os.getpid(), self.pid}

@@ -1,0 +1,155 @@
+"""Where a cell's level changed: ``python -m harness changes [RESULTS_DIR] [--format table|json]``.
+
+For every cell, hardware key and gated figure, the series of its results over all stored
+runs (oldest first) goes to ruptures' PELT with a least-squares cost on the series
+relative to its median.  The penalty is BIC's, ``2 log(n) sigma^2`` times ``PENALTY_FACTOR``,
+with ``sigma`` the noise of one night estimated robustly from the night-to-night
+differences (their median absolute deviation), so a noisier cell needs a larger step.
+Each candidate change is then checked on the medians of the segments on either side
+(robust to a single bad night inside them): a step smaller than ``MIN_STEP`` or than
+``MIN_SIGMAS`` nights' noise is dropped and its segments merge, so a one-night outlier is
+never a change.  Every change names the first run of the new level, its date and harness
+commit, the size of the step, and what differs in the environment between the last run
+before and the first after.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .gate import env_changes
+from .results import CellResult, ResultsError, read_result
+
+METRICS = ("train_samples_per_s", "real_tokens_per_s", "peak_rss_bytes", "peak_mem_reserved_bytes",
+           "peak_device_mem_used_bytes", "eval_accuracy", "eval_f1")
+MIN_SIZE = 3  # nights on each side of a change
+PENALTY_FACTOR = 2.0
+MIN_STEP = 0.01  # relative: a change of level under 1% is not reported
+MIN_SIGMAS = 3.0  # nor one smaller than this many nights' noise
+NOISE_FLOOR = 0.002  # relative: a perfectly flat series still has measurement resolution
+
+
+@dataclass
+class Change:
+    cell: str
+    metric: str
+    hardware_key: str
+    first_run: str
+    date: str
+    harness_commit: str | None
+    last_run_before: str
+    change: float  # relative step of the median level, after / before - 1
+    before: float
+    after: float
+    noise: float  # one night's relative noise (sigma)
+    env_changes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def load_series(results_dir: str | Path) -> dict[tuple[str, str], list[CellResult]]:
+    """Every ``ok`` result by (cell, hardware key), oldest run first.  Disturbed cells are
+    left out (their speed is not the code's); unreadable files are skipped."""
+    runs = Path(results_dir) / "runs"
+    if not runs.is_dir():
+        raise ResultsError(f"{results_dir}: no runs/ folder with stored results")
+    out: dict[tuple[str, str], list[CellResult]] = {}
+    for run_dir in sorted(p for p in runs.iterdir() if p.is_dir()):
+        for path in sorted(run_dir.glob("*.json")):
+            if path.name == "run.json":
+                continue
+            try:
+                r = read_result(path)
+            except ResultsError:
+                continue
+            if not r.ok or (r.verdict or {}).get("verdict") == "disturbed" or r.metrics.get("disturbed"):
+                continue
+            out.setdefault((r.id, r.env.get("hardware_key", "")), []).append(r)
+    return out
+
+
+def night_noise(values: Sequence[float]) -> float:
+    """One night's noise from night-to-night differences: MAD / 0.6745 / sqrt(2)."""
+    diffs = [b - a for a, b in zip(values, values[1:])]
+    if len(diffs) < 2:
+        return NOISE_FLOOR
+    centre = statistics.median(diffs)
+    mad = statistics.median(abs(d - centre) for d in diffs)
+    return max(mad / 0.6745 / math.sqrt(2), NOISE_FLOOR)
+
+
+def change_points(values: Sequence[float]) -> tuple[list[int], float]:
+    """Indices where a new level starts, and the relative noise used.  ``values`` > 0."""
+    import numpy as np
+    import ruptures
+
+    n = len(values)
+    if n < 2 * MIN_SIZE:
+        return [], NOISE_FLOOR
+    scale = statistics.median(values)
+    if not scale:
+        return [], NOISE_FLOOR
+    signal = np.asarray(values, dtype=float) / scale
+    sigma = night_noise(list(signal))
+    penalty = PENALTY_FACTOR * 2 * math.log(n) * sigma**2
+    ends = ruptures.Pelt(model="l2", min_size=MIN_SIZE, jump=1).fit(signal.reshape(-1, 1)).predict(pen=penalty)
+    starts = [e for e in ends if e < n]
+    # Keep only changes whose neighbouring segments' medians differ enough; drop the
+    # weakest failing one at a time, so its segments merge before the next is checked.
+    while starts:
+        bounds = [0, *starts, n]
+        steps = []
+        for i, start in enumerate(starts):
+            before = statistics.median(signal[bounds[i]:start])
+            after = statistics.median(signal[start:bounds[i + 2]])
+            steps.append(abs(after - before) / before if before else 0.0)
+        weakest = min(range(len(starts)), key=lambda i: steps[i])
+        if steps[weakest] >= max(MIN_STEP, MIN_SIGMAS * sigma):
+            break
+        starts.pop(weakest)
+    return starts, sigma
+
+
+def find_changes(results_dir: str | Path, metrics: Sequence[str] = METRICS) -> list[Change]:
+    found: list[Change] = []
+    for (cell, key), results in sorted(load_series(results_dir).items()):
+        for metric in metrics:
+            points = [(r, float(r.metrics[metric])) for r in results
+                      if isinstance(r.metrics.get(metric), (int, float)) and not isinstance(r.metrics.get(metric), bool)
+                      and r.metrics[metric] > 0]
+            if len(points) < 2 * MIN_SIZE:
+                continue
+            values = [v for _, v in points]
+            starts, sigma = change_points(values)
+            bounds = [0, *starts, len(values)]
+            for i, start in enumerate(starts):
+                before = statistics.median(values[bounds[i]:start])
+                after = statistics.median(values[start:bounds[i + 2]])
+                first, last = points[start][0], points[start - 1][0]
+                found.append(Change(
+                    cell=cell, metric=metric, hardware_key=key, first_run=first.run_id,
+                    date=first.finished_at or first.started_at, harness_commit=first.env.get("harness_commit"),
+                    last_run_before=last.run_id, change=after / before - 1, before=before, after=after,
+                    noise=sigma, env_changes=env_changes(last.env, first.env),
+                ))
+    return found
+
+
+def render(changes: list[Change], fmt: str = "table") -> str:
+    if fmt == "json":
+        return json.dumps([c.to_dict() for c in changes], indent=2) + "\n"
+    if not changes:
+        return "no change of level in any cell's history\n"
+    from tabulate import tabulate
+
+    rows = [[c.cell, c.metric, c.hardware_key, c.first_run, f"{c.change:+.1%}", f"{c.noise:.1%}",
+             "; ".join(c.env_changes) or "-"] for c in changes]
+    headers = ["cell", "metric", "hardware", "first run of the new level", "change", "night noise", "what changed"]
+    return tabulate(rows, headers=headers) + "\n"

@@ -1,0 +1,143 @@
+"""The history gate, night after night, on simulated noise: false alarms and detection.
+
+``python -m harness simulate RESULT.json --noise 0.01 [--threshold -3%] [--nights 1000]``
+
+A real stored result is cloned into nights whose samples/s is the result's times
+``1 + e`` with ``e`` drawn from a normal of the given relative noise (each night's first
+measurement and each confirmation re-run drawn afresh, as separate processes are).  Every
+night is judged by the real gate: the window of the last good nights, the prediction
+interval, the threshold, the confirmation re-runs, suspect nights and the second-suspect
+rule.  The answers:
+
+* false regressions per 1,000 cell-nights on an unchanged level;
+* for each step size, the share of steps caught within two nights (a regression verdict
+  on the night of the step or the next), over many independent steps.
+
+With ``--noise`` measured on real unchanged runs of a machine class (the between-process
+spread of a cell's samples/s), the same simulation answers for that machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from .gate import confirm_verdict, judge, needs_confirmation, repeated_suspect, suspect_verdict
+from .results import CellResult, read_result
+from .window import DEFAULT_CONFIDENCE, DEFAULT_WINDOW, build_window
+
+METRIC = "train_samples_per_s"
+STEPS = (0.02, 0.03, 0.05, 0.08, 0.10, 0.15, 0.20, 0.25)
+
+
+def _night(template: CellResult, index: int, speed: float, noise: float) -> CellResult:
+    metrics = {k: v for k, v in template.metrics.items() if k not in ("peak_rss_bytes",)}
+    metrics[METRIC] = speed
+    return replace(template, run_id=f"n{index:06d}", metrics=metrics, verdict=None,
+                   samples={"noise": {METRIC: noise}, "repeats": [{"seed": template.spec.seed, METRIC: speed}]})
+
+
+class Simulation:
+    """One cell's nights under the real gate."""
+
+    def __init__(self, template: CellResult, *, noise: float, threshold: str, confirm: int = 2,
+                 window: int = DEFAULT_WINDOW, confidence: float = DEFAULT_CONFIDENCE, seed: int = 0):
+        self.template = replace(template, spec=replace(template.spec, thresholds=(threshold,)))
+        self.noise, self.confirm, self.window, self.confidence = noise, confirm, window, confidence
+        self.rng = random.Random(seed)
+        self.level = float(template.metrics[METRIC])
+        self.history: list[CellResult] = []
+        self.count = 0
+
+    def draw(self, factor: float) -> float:
+        return self.level * factor * (1 + self.rng.gauss(0, self.noise))
+
+    def night(self, factor: float = 1.0) -> str:
+        """Judge one night at ``factor`` times the level; returns its verdict."""
+        self.count += 1
+        tonight = _night(self.template, self.count, self.draw(factor), self.noise)
+        win = build_window(self.history[-3 * self.window:], tonight, size=self.window)  # the recent past suffices
+        if len(win.runs) < 5:
+            tonight.verdict = {"verdict": "new", "findings": []}
+            self.history.append(tonight)
+            return "new"
+        verdict = judge(tonight, None, window=win, confidence=self.confidence)
+        if needs_confirmation(verdict):
+            if self.confirm:
+                values = [self.draw(factor) for _ in range(self.confirm)]
+                confirmed = replace(tonight, metrics=dict(tonight.metrics, **{METRIC: statistics.median(values)}),
+                                    samples={"noise": {METRIC: self.noise},
+                                             "repeats": [{"seed": tonight.spec.seed, METRIC: v} for v in values]})
+                verdict = confirm_verdict(verdict, tonight, confirmed, None, window=win, confidence=self.confidence)
+            else:
+                verdict = suspect_verdict(verdict, "no confirmation runs")
+            previous = self.history[-1].verdict if self.history else None
+            verdict = repeated_suspect(verdict, previous)
+        tonight.verdict = verdict.to_dict()
+        self.history.append(tonight)
+        return verdict.verdict
+
+
+def false_alarms(template: CellResult, *, noise: float, threshold: str, nights: int, cells: int = 10,
+                 confirm: int = 2, seed: int = 0) -> dict[str, Any]:
+    judged = regressions = suspects = 0
+    for c in range(cells):
+        sim = Simulation(template, noise=noise, threshold=threshold, confirm=confirm, seed=seed * 1000 + c)
+        for _ in range(nights // cells):
+            verdict = sim.night()
+            judged += verdict != "new"
+            regressions += verdict == "regression"
+            suspects += verdict == "suspect"
+    return {"cell_nights": judged, "false_regressions": regressions, "suspect_nights": suspects,
+            "per_1000": 1000 * regressions / judged if judged else float("nan")}
+
+
+def detection(template: CellResult, *, noise: float, threshold: str, step: float, trials: int = 200,
+              confirm: int = 2, seed: int = 0) -> float:
+    """Share of ``step`` slowdowns caught as a regression on their night or the next."""
+    caught = 0
+    for t in range(trials):
+        sim = Simulation(template, noise=noise, threshold=threshold, confirm=confirm, seed=seed * 100_000 + t)
+        for _ in range(DEFAULT_WINDOW):
+            sim.night()
+        verdicts = [sim.night(1 - step), sim.night(1 - step)]
+        caught += "regression" in verdicts
+    return caught / trials
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m harness simulate", description=__doc__.split("\n\n")[0])
+    parser.add_argument("result", type=Path, help="a stored cell result to clone into nights")
+    parser.add_argument("--noise", type=float, required=True, help="relative noise of one night, e.g. 0.01")
+    parser.add_argument("--threshold", default="-3%", help="the relative speed threshold (default -3%%)")
+    parser.add_argument("--nights", type=int, default=10_000, help="cell-nights for the false-alarm count")
+    parser.add_argument("--trials", type=int, default=200, help="independent steps per step size")
+    parser.add_argument("--confirm", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    template = read_result(args.result)
+    threshold = f"{METRIC}:{args.threshold}"
+    fa = false_alarms(template, noise=args.noise, threshold=threshold, nights=args.nights,
+                      confirm=args.confirm, seed=args.seed)
+    print(f"noise {args.noise:.1%}, threshold {args.threshold}, confirm {args.confirm}, window {DEFAULT_WINDOW}, "
+          f"{DEFAULT_CONFIDENCE:.0%} interval")
+    print(f"unchanged: {fa['false_regressions']} false regressions in {fa['cell_nights']} cell-nights "
+          f"({fa['per_1000']:.2f} per 1,000), {fa['suspect_nights']} suspect nights")
+    smallest = None
+    for step in STEPS:
+        share = detection(template, noise=args.noise, threshold=threshold, step=step, trials=args.trials,
+                          confirm=args.confirm, seed=args.seed)
+        print(f"step -{step:.0%}: caught within two nights in {share:.0%} of {args.trials}")
+        if smallest is None and share >= 0.95:
+            smallest = step
+    print(f"smallest step caught within two nights in >= 95% of trials: {'none' if smallest is None else f'{smallest:.0%}'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
