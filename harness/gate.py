@@ -40,6 +40,7 @@ class Finding:
     threshold: str | None = None
     noise: float | None = None
     note: str = ""
+    crossed: bool = False  # past its threshold the bad way (whatever the noise or interval said)
 
     def line(self) -> str:
         if self.kind == "quality":
@@ -138,7 +139,7 @@ def noise_of(result: CellResult, metric: str) -> float:
 
 def speed_findings(
     current: CellResult, baseline: CellResult | None, thresholds: dict[str, Threshold], window: Window | None = None,
-    confidence: float = DEFAULT_CONFIDENCE,
+    confidence: float = DEFAULT_CONFIDENCE, draws: int = 1,
 ) -> list[Finding]:
     findings = []
     for metric, threshold in thresholds.items():
@@ -147,7 +148,7 @@ def speed_findings(
             continue  # e.g. GPU memory figures on a CPU run
         kind = "memory" if metric.endswith("_bytes") else "speed"
         if window is not None and len(window.values(metric)) >= MIN_POINTS:
-            findings.append(history_finding(metric, kind, float(value), threshold, window, confidence))
+            findings.append(history_finding(metric, kind, float(value), threshold, window, confidence, draws))
             continue
         if baseline is None:
             findings.append(Finding(metric, kind, "new", value, threshold=threshold.text))
@@ -171,11 +172,12 @@ def speed_findings(
 
 
 def history_finding(
-    metric: str, kind: str, value: float, threshold: Threshold, window: Window, confidence: float
+    metric: str, kind: str, value: float, threshold: Threshold, window: Window, confidence: float, draws: int = 1
 ) -> Finding:
     """Against the window's level: a regression only past the threshold *and* outside the
-    prediction interval of the window's values."""
-    interval = window.interval(metric, confidence)
+    prediction interval of the window's values (for the mean of ``draws`` measurements:
+    the first and its confirmation runs, pooled)."""
+    interval = window.interval(metric, confidence, draws)
     centre = interval.mean
     change = (value - centre) / centre if centre else 0.0
     delta = value - centre
@@ -185,13 +187,15 @@ def history_finding(
     verdict = "pass"
     if past_threshold and outside:
         verdict = "regression" if bad else "improvement"
-    where = (f"history of {interval.n} runs, {confidence:.0%} prediction interval "
+    pooled = f" for the mean of {draws} measurements" if draws > 1 else ""
+    where = (f"history of {interval.n} runs, {confidence:.0%} prediction interval{pooled} "
              f"[{_num(interval.low)}, {_num(interval.high)}]")
     if past_threshold and not outside:
         where += "; past the threshold but inside the interval"
     elif outside and not past_threshold:
         where += "; outside the interval but within the threshold"
-    return Finding(metric, kind, verdict, value, centre, change, threshold.text, interval.relative_half_width, where)
+    return Finding(metric, kind, verdict, value, centre, change, threshold.text, interval.relative_half_width, where,
+                   crossed=past_threshold and bad)
 
 
 # ---------------------------------------------------------------- hardware-independent figures
@@ -327,6 +331,7 @@ def judge(
     window: Window | None = None,
     confidence: float = DEFAULT_CONFIDENCE,
     elsewhere: CellResult | None = None,
+    draws: int = 1,
 ) -> Verdict:
     """Speed and memory against ``window`` (the cell's recent history) where it holds
     ``MIN_POINTS`` values of a figure, else against ``baseline``; quality against its band;
@@ -339,7 +344,7 @@ def judge(
     thresholds = resolve_thresholds(DEFAULT_THRESHOLDS, matrix_thresholds, current.spec.thresholds)
     reference = baseline or (window.runs[-1] if window is not None and window.runs else None) or elsewhere
     findings = (
-        speed_findings(current, baseline, thresholds, window, confidence)
+        speed_findings(current, baseline, thresholds, window, confidence, draws)
         + invariant_findings(current, reference)
         + quality_findings(current, baseline or (elsewhere if reference is elsewhere else None))
     )
@@ -380,8 +385,12 @@ def judge(
 
 
 def needs_confirmation(verdict: Verdict) -> bool:
-    """A speed or memory regression is re-measured before it fails; quality is not (seeds are)."""
-    return any(f.kind in ("speed", "memory") for f in verdict.regressions())
+    """A speed or memory regression is re-measured before it fails; quality is not (seeds
+    are).  Against history, so is a figure past its threshold but still inside the one-night
+    interval: its confirmation runs, pooled with it, are held to the narrower interval of a
+    mean of several measurements, which is how small steps are caught on quiet machines."""
+    return any(f.kind in ("speed", "memory") and (f.verdict == "regression" or (f.crossed and "history of" in f.note))
+               for f in verdict.findings)
 
 
 def confirm_verdict(
@@ -393,7 +402,17 @@ def confirm_verdict(
     A crossing the re-runs do not repeat is ``suspect`` (see ``suspect_verdict``)."""
     if not confirmed.ok:
         return first
-    again = judge(confirmed, baseline, baseline_source=baseline_source, window=window, confidence=confidence)
+    draws = 1
+    if window is not None:  # against history: the first measurement and its re-runs, pooled
+        runs = [result.metrics, *(confirmed.samples.get("repeats") or [confirmed.metrics])]
+        pooled = dict(confirmed.metrics)
+        for name in GATED_METRICS:
+            values = [r.get(name) for r in runs if isinstance(r.get(name), (int, float))]
+            if values:
+                pooled[name] = sum(values) / len(values)
+        confirmed, draws = replace(confirmed, metrics=pooled), len(runs)
+    again = judge(confirmed, baseline, baseline_source=baseline_source, window=window, confidence=confidence,
+                  draws=draws)
     quality = [f for f in first.findings if f.kind == "quality"]
     speed = [f for f in again.findings if f.kind != "quality"]
     confirmed_regression = any(f.verdict == "regression" for f in speed)
@@ -402,6 +421,10 @@ def confirm_verdict(
     if confirmed_regression or any(f.verdict == "regression" for f in quality):
         return Verdict(result.id, "regression", speed + quality, again.env_changes, again.baseline_source,
                        confirmation=[dict(r) for r in confirmed.samples["repeats"]])
+    if not first.regressions():  # only past the threshold, inside the interval, and not confirmed
+        return replace(first, confirmation=[dict(r) for r in confirmed.samples["repeats"]],
+                       note=(first.note + "; " if first.note else "")
+                       + "past a threshold inside the history's interval; the confirmation runs did not confirm it")
     verdict = suspect_verdict(first, "the confirmation runs did not repeat it")
     verdict.confirmation = [dict(r) for r in confirmed.samples["repeats"]]
     return verdict

@@ -56,16 +56,17 @@ def t_quantile(p: float, df: int) -> float:
 
 
 def prediction_interval(
-    values: Sequence[float], confidence: float = DEFAULT_CONFIDENCE, *, min_std: float = 0.0
+    values: Sequence[float], confidence: float = DEFAULT_CONFIDENCE, *, min_std: float = 0.0, draws: int = 1
 ) -> Interval:
-    """Two-sided Student-t prediction interval for one more draw; needs two values or more.
-    ``min_std`` floors the spread (a history of identical copies has none to show)."""
+    """Two-sided Student-t prediction interval for the mean of ``draws`` more draws (one by
+    default); needs two values or more.  ``min_std`` floors the spread (a history of
+    identical copies has none to show)."""
     n = len(values)
     if n < 2:
         raise ValueError(f"a prediction interval needs at least 2 values, got {n}")
     mean = statistics.fmean(values)
     std = max(statistics.stdev(values), min_std)
-    half = t_quantile(1 - (1 - confidence) / 2, n - 1) * std * math.sqrt(1 + 1 / n)
+    half = t_quantile(1 - (1 - confidence) / 2, n - 1) * std * math.sqrt(1 / draws + 1 / n)
     return Interval(n, mean, std, mean - half, mean + half, confidence)
 
 
@@ -87,17 +88,19 @@ class Window:
                 out.append(float(v))
         return out
 
-    def interval(self, metric: str, confidence: float = DEFAULT_CONFIDENCE) -> Interval | None:
+    def interval(self, metric: str, confidence: float = DEFAULT_CONFIDENCE, draws: int = 1) -> Interval | None:
         """The prediction interval of the window's values.  Its spread is at least what the
-        runs measured of themselves: the median of their recorded relative noise (about two
-        standard errors, see ``stats.py``) halved, so a history of near-identical nights
-        does not make an interval narrower than one night can measure."""
+        runs measured of themselves: the median of their recorded relative noise (the spread
+        of their repeats, or for one repeat twice the standard error of its mean step time,
+        see ``stats.py``), taken as one night's standard deviation, so a history of
+        near-identical nights (a run cloned, a quiet week) is never narrower than one night
+        can measure."""
         values = self.values(metric)
         if len(values) < 2:
             return None
         own = [float((r.samples.get("noise") or {}).get(metric) or 0.0) for r in self.runs]
-        floor = statistics.median(own) / 2 * abs(statistics.fmean(values)) if own else 0.0
-        return prediction_interval(values, confidence, min_std=floor)
+        floor = statistics.median(own) * abs(statistics.fmean(values)) if own else 0.0
+        return prediction_interval(values, confidence, min_std=floor, draws=draws)
 
     def describe(self) -> str:
         first, last = (self.runs[0].run_id, self.runs[-1].run_id) if self.runs else ("-", "-")

@@ -367,3 +367,30 @@ def test_forked_and_spawned_children_train_on_the_same_data(tiny_cell, monkeypat
     for name in ("train_real_tokens", "train_padded_tokens", "timed_samples"):
         assert forked.metrics[name] == spawned.metrics[name], name
     assert forked.metrics["final_train_loss"] == pytest.approx(spawned.metrics["final_train_loss"], rel=1e-5)
+
+
+def test_a_cell_is_judged_from_its_own_cloned_history_and_fails_against_a_faster_one(bench):
+    """A tiny cell measured here, its run cloned into 15 earlier nights: the next run is
+    judged from that history (no baseline file) and passes; against the same history at
+    1.4x the speed it is a regression."""
+    import shutil
+
+    args = ("--matrix", "two", "-p", "no:cacheprovider", "-k", "dynamic")
+    run = _run_dir(bench.runpytest(*args))
+    clones = []
+    for i in range(15):
+        clone = run.parent / f"202611{1 + i:02d}T020000Z-two-cpu"
+        shutil.copytree(run, clone)
+        clones.append(clone)
+    again = bench.runpytest(*args)
+    again.assert_outcomes(passed=1)
+    (doc,) = [json.loads(p.read_text()) for p in _run_dir(again).glob("mrpc-*.json")]
+    assert doc["verdict"]["baseline_source"].startswith("history of 16 good runs"), doc["verdict"]
+    for folder in [run, *clones, _run_dir(again)]:
+        for path in folder.glob("mrpc-*.json"):
+            stored = json.loads(path.read_text())
+            stored["metrics"]["train_samples_per_s"] *= 1.4
+            path.write_text(json.dumps(stored))
+    slow = bench.runpytest(*args)
+    slow.assert_outcomes(failed=1)
+    slow.stdout.fnmatch_lines(["*: regression*", "*train_samples_per_s:*history of 17 runs*"])

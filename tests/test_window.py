@@ -216,3 +216,24 @@ def test_the_simulated_nightly_gate_is_quiet_on_an_unchanged_level_and_catches_a
     assert detection(real, noise=0.01, threshold="train_samples_per_s:-3%", step=0.01, trials=20) < 0.5, (
         "a 1% step sits inside a -3% threshold: never a regression"
     )
+
+
+def test_a_small_step_inside_the_one_night_interval_is_confirmed_by_pooling_the_re_runs(real):
+    from harness.gate import confirm_verdict, needs_confirmation
+
+    level = real.metrics[METRIC]
+    history = [clone(real, night(i), level * f) for i, f in
+               enumerate([1.0, 1.01, 0.99, 1.005, 0.995, 1.012, 0.988, 1.0, 1.003, 0.997] * 2)]
+    quiet = [replace(r, samples=dict(r.samples, noise={METRIC: 0.002})) for r in history]
+    spec = replace(real.spec, thresholds=("train_samples_per_s:-2%",))
+    tonight = clone(real, night(30), level * 0.979, verdict=None, spec=spec)
+    window = build_window(quiet, tonight)
+    first = judge(tonight, None, window=window)
+    assert first.verdict == "pass" and needs_confirmation(first), "past -2%, inside the one-night interval: re-measure"
+    reruns = clone(real, night(30), level * 0.972, verdict=None, spec=spec)
+    reruns = replace(reruns, samples={"repeats": [{"seed": 42, METRIC: level * 0.97}, {"seed": 42, METRIC: level * 0.974}]})
+    confirmed = confirm_verdict(first, tonight, reruns, None, window=window)
+    (finding,) = [f for f in confirmed.findings if f.metric == METRIC]
+    assert confirmed.verdict == "regression" and "for the mean of 3 measurements" in finding.note
+    unchanged = replace(reruns, samples={"repeats": [{"seed": 42, METRIC: level * 1.004}, {"seed": 42, METRIC: level}]})
+    assert confirm_verdict(first, tonight, unchanged, None, window=window).verdict == "pass"

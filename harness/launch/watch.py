@@ -20,7 +20,9 @@ from typing import Any
 import psutil
 
 # Other processes' mean load during a cell, in cores, past which its speed is not judged.
-DEFAULT_MAX_FOREIGN_CORES = 0.25
+# Measured on 2 cores: a quiet cell sees 0.01 to 0.03; another pytest started beside a
+# 35-s cell (about 8 CPU-seconds: 0.19 to 0.24 cores on average) cost it 30% of its speed.
+DEFAULT_MAX_FOREIGN_CORES = 0.1
 # A watch shorter than this says nothing about a load (one burst of a system daemon over a
 # fraction of a second reads as a whole core): it is recorded, not turned into `disturbed`.
 MIN_WATCH_S = 3.0
