@@ -160,7 +160,8 @@ class BenchmarkRun:
         confirm = self.options.confirm
         if needs_confirmation(verdict):
             if confirm > 0:
-                self.say(f"{cell.id}: {verdict.regressions()[0].line()}; confirming with {confirm} re-runs")
+                crossing = next(f for f in verdict.findings if f.verdict == "regression" or f.crossed)
+                self.say(f"{cell.id}: {crossing.line()}; confirming with {confirm} re-runs")
                 confirmed = self.measure(cell, confirm, vary_seed=False, what="confirmation")
                 verdict = confirm_verdict(verdict, result, confirmed, baseline, baseline_source=source,
                                           window=window, confidence=confidence)

@@ -236,6 +236,9 @@ def test_bucketed_timed_window_stands_for_the_epoch(tiny_cell):
 @pytest.fixture
 def bench(pytester, tiny_bert_dir):
     pytester.makepyfile(test_mrpc=BENCH.read_text())
+    # These runs test the plugin and the launcher, not the machine watch (tested on its own):
+    # a background job on the test machine must not turn their cells `disturbed`.
+    pytester.makeini("[pytest]\naddopts = --max-foreign-load 8")
     pytester.path.joinpath("benchmarks").mkdir()
     pytester.path.joinpath("benchmarks", "two.toml").write_text(textwrap.dedent(f"""
         [matrix]

@@ -13,6 +13,9 @@ BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "test_mrpc.py"
 def bench(pytester, tiny_bert_dir):
     """A pytester project with the real benchmark test file and a tiny matrix."""
     pytester.makepyfile(test_mrpc=BENCH.read_text())
+    # These runs test the plugin and the launcher, not the machine watch (tested on its own):
+    # a background job on the test machine must not turn their cells `disturbed`.
+    pytester.makeini("[pytest]\naddopts = --max-foreign-load 8")
     pytester.path.joinpath("benchmarks").mkdir()
     pytester.path.joinpath("benchmarks", "tiny.toml").write_text(textwrap.dedent(f"""
         [matrix]
