@@ -89,3 +89,33 @@ def tiny_cell(tiny_bert_dir: Path):
         return CellSpec(**fields)
 
     return make
+
+
+@pytest.fixture
+def bench_project(pytester, tiny_bert_dir):
+    """``bench_project(name, steps, axes)``: a pytester project with the real benchmark test
+    file and a matrix ``benchmarks/<name>.toml`` of tiny random-weight cells.  These runs
+    test the plugin and the launcher, not the machine watch (tested on its own): a
+    background job on the test machine must not turn their cells `disturbed`."""
+    import textwrap
+
+    bench_file = ROOT / "benchmarks" / "test_mrpc.py"
+
+    def make(name: str, steps: int, axes: str):
+        pytester.makepyfile(test_mrpc=bench_file.read_text())
+        pytester.makeini("[pytest]\naddopts = --max-foreign-load 8")
+        pytester.path.joinpath("benchmarks").mkdir()
+        pytester.path.joinpath("benchmarks", f"{name}.toml").write_text(textwrap.dedent(f"""
+            [matrix]
+            name = "{name}"
+            [defaults]
+            checkpoint = "{tiny_bert_dir}"
+            weights = "random"
+            max_steps = {steps}
+            timing_warmup_steps = 2
+            evaluate = false
+            [axes]
+        """) + textwrap.dedent(axes))
+        return pytester
+
+    return make

@@ -10,28 +10,13 @@ BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "test_mrpc.py"
 
 
 @pytest.fixture
-def bench(pytester, tiny_bert_dir):
+def bench(bench_project):
     """A pytester project with the real benchmark test file and a tiny matrix."""
-    pytester.makepyfile(test_mrpc=BENCH.read_text())
-    # These runs test the plugin and the launcher, not the machine watch (tested on its own):
-    # a background job on the test machine must not turn their cells `disturbed`.
-    pytester.makeini("[pytest]\naddopts = --max-foreign-load 8")
-    pytester.path.joinpath("benchmarks").mkdir()
-    pytester.path.joinpath("benchmarks", "tiny.toml").write_text(textwrap.dedent(f"""
-        [matrix]
-        name = "tiny"
-        [defaults]
-        checkpoint = "{tiny_bert_dir}"
-        weights = "random"
-        max_steps = 6
-        timing_warmup_steps = 2
-        evaluate = false
-        [axes]
+    return bench_project("tiny", 6, """
         padding = ["dynamic", "max_length"]
         batch_size = [4]
         precision = ["fp32", "fp16"]
-    """))
-    return pytester
+    """)
 
 
 def test_help_lists_the_options(pytester):
