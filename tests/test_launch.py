@@ -360,15 +360,20 @@ def test_forked_and_spawned_children_train_on_the_same_data(tiny_cell, monkeypat
 def test_a_cell_is_judged_from_its_own_cloned_history_and_fails_against_a_faster_one(bench):
     """A tiny cell measured here, its run cloned into 15 earlier nights: the next run is
     judged from that history (no baseline file) and passes; against the same history at
-    1.4x the speed it is a regression."""
+    2.5x the speed it is a regression."""
     import shutil
 
     # 60 steps at batch 16: a tiny model's step times are noisy, and the gate's interval is
     # never narrower than the noise a run measures of itself (6 timed steps: up to 46%).
+    # Fifteen clones of one run have no spread, and a second process on a shared 2-core
+    # machine lands 10-20% (once 21%) away from the first: the loose thresholds keep "passes
+    # against its own history" about the mechanism, and "regression" is a 2.5x gap.
     bench.path.joinpath("benchmarks", "long.toml").write_text(
         bench.path.joinpath("benchmarks", "two.toml").read_text()
         .replace('name = "two"', 'name = "long"').replace("max_steps = 8", "max_steps = 60")
         .replace("batch_size = [4]", "batch_size = [16]")
+        .replace("evaluate = false",
+                 'evaluate = false\nthresholds = ["train_samples_per_s:-45%", "peak_rss_bytes:+40%"]')
     )
     args = ("--matrix", "long", "-p", "no:cacheprovider", "-k", "dynamic")
     run = _run_dir(bench.runpytest(*args))
@@ -384,7 +389,7 @@ def test_a_cell_is_judged_from_its_own_cloned_history_and_fails_against_a_faster
     for folder in [run, *clones, _run_dir(again)]:
         for path in folder.glob("mrpc-*.json"):
             stored = json.loads(path.read_text())
-            stored["metrics"]["train_samples_per_s"] *= 1.4
+            stored["metrics"]["train_samples_per_s"] *= 2.5
             path.write_text(json.dumps(stored))
     slow = bench.runpytest(*args)
     slow.assert_outcomes(failed=1)
