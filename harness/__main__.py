@@ -1,5 +1,9 @@
 """``python -m harness compare OLD NEW`` | ``report RESULTS_DIR`` | ``calibrate RUN_DIR ...`` |
-``accept CELL... --from RUN_ID -m WHY`` | ``changes [RESULTS_DIR]``."""
+``accept CELL... --from RUN_ID -m WHY`` | ``changes [RESULTS_DIR]`` | ``ingest RESULTS_DIR --store URL`` |
+``merge [SHARD_DIR...] [--night ID]`` | ``submit --shards N --executor local|slurm -- PYTEST_ARGS``.
+
+Wherever history is read (``report``, ``changes``, ``compare``, ``merge``), ``--store URL``
+reads it from a database instead of a results folder (default: ``$HARNESS_STORE``)."""
 
 from __future__ import annotations
 
@@ -15,16 +19,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m harness", description="Trainer fine-tune benchmark harness")
     sub = parser.add_subparsers(dest="command", required=True)
 
+    store_help = "read from this database (sqlite:///FILE or postgresql://...) instead of a results folder"
     cmp_ = sub.add_parser("compare", help="two result sets side by side")
-    cmp_.add_argument("old", type=Path, help="run folder, results folder or --benchmark-json file")
-    cmp_.add_argument("new", type=Path, help="run folder, results folder or --benchmark-json file")
+    cmp_.add_argument("old", help="run folder, results folder or --benchmark-json file; with --store, a run id")
+    cmp_.add_argument("new", help="run folder, results folder or --benchmark-json file; with --store, a run id "
+                      "(or latest)")
+    cmp_.add_argument("--store", metavar="URL", help=store_help)
     cmp_.add_argument("--format", choices=("table", "markdown", "csv"), default="table")
     cmp_.add_argument("--output", type=Path, help="write here instead of standard output")
     cmp_.add_argument("--fail-on", choices=("regression", "never"), default="never",
                       help="exit 1 when a cell is slower, uses more memory or drops out of its quality band")
 
     rep = sub.add_parser("report", help="an HTML report of every stored run")
-    rep.add_argument("results_dir", type=Path)
+    rep.add_argument("results_dir", type=Path, nargs="?", help="a results folder (or give --store URL)")
+    rep.add_argument("--store", metavar="URL", help=store_help + "; RESULTS_DIR then only supplies baselines "
+                     "and accepted changes")
     rep.add_argument("--output", type=Path, help="default: RESULTS_DIR/report.html")
     rep.add_argument("--csv", type=Path, help="also write the DataFrame (one row per cell per run) as CSV")
 
@@ -42,8 +51,35 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     chg = sub.add_parser("changes", help="where each cell's level changed over its whole history (change points)")
     chg.add_argument("results_dir", type=Path, nargs="?", default=Path("results"))
+    chg.add_argument("--store", metavar="URL", help=store_help)
     chg.add_argument("--format", choices=("table", "json"), default="table")
     chg.add_argument("--output", type=Path, help="write here instead of standard output")
+
+    ing = sub.add_parser("ingest", help="load run folders into a database (idempotent: twice changes nothing)")
+    ing.add_argument("results_dir", type=Path, help="a results folder (runs/<run-id>/...)")
+    ing.add_argument("--store", metavar="URL", required=True, help="sqlite:///FILE or postgresql://USER@HOST/DB")
+    ing.add_argument("--run", dest="runs", action="append", metavar="RUN_ID", help="only these runs (repeatable)")
+
+    mrg = sub.add_parser("merge", help="one verdict table for a night run in shards (--shard I/N)")
+    mrg.add_argument("sources", nargs="*", type=Path,
+                     help="shard artifacts (results folders or run folders), copied into --into")
+    mrg.add_argument("--into", type=Path, default=Path("results"), help="the results folder to gather them in")
+    mrg.add_argument("--night", help="the night's id (pytest --night); default: the runs given as sources")
+    mrg.add_argument("--store", metavar="URL", help="read the night's runs from this database instead")
+    mrg.add_argument("--format", choices=("table", "markdown"), default="table")
+
+    smt = sub.add_parser("submit", help="run a night in N shards as jobs (submitit: SLURM, or local processes), "
+                         "then merge")
+    smt.add_argument("--shards", type=int, required=True, help="how many parts (jobs)")
+    smt.add_argument("--executor", choices=("local", "slurm"), default="local")
+    smt.add_argument("--folder", type=Path, default=Path("results/submitit"), help="job logs")
+    smt.add_argument("--night", help="default: a UTC time stamp")
+    smt.add_argument("--timeout-min", type=int, default=360)
+    smt.add_argument("--slurm-partition")
+    smt.add_argument("--gpus-per-node", type=int)
+    smt.add_argument("--slurm-arg", action="append", default=[], metavar="KEY=VALUE",
+                     help="any other submitit slurm_* parameter, e.g. account=ml (repeatable)")
+    smt.add_argument("pytest_args", nargs=argparse.REMAINDER, help="-- then the pytest arguments of every shard")
 
     sim = sub.add_parser("simulate", help="the history gate on simulated nights: false alarms and detection")
     sim.add_argument("rest", nargs=argparse.REMAINDER, help="see python -m harness simulate -- --help")
@@ -53,7 +89,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "compare":
             from .compare import compare, load_side, render
 
-            comparison = compare(load_side(args.old), load_side(args.new))
+            if args.store:
+                from .compare import load_run_from_store
+                from .store import open_store
+
+                with open_store(args.store) as store:
+                    old, new = load_run_from_store(store, args.old), load_run_from_store(store, args.new)
+            else:
+                old, new = load_side(args.old), load_side(args.new)
+            comparison = compare(old, new)
             text = render(comparison, args.format)
             if args.output:
                 args.output.write_text(text, encoding="utf-8")
@@ -68,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .changes import find_changes
             from .changes import render as render_changes
 
-            text = render_changes(find_changes(args.results_dir), args.format)
+            text = render_changes(find_changes(args.store or args.results_dir), args.format)
             if args.output:
                 args.output.write_text(text, encoding="utf-8")
             else:
@@ -84,9 +128,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "report":
             from .html_report import write_report
 
-            out = write_report(args.results_dir, args.output, csv_path=args.csv)
+            if not args.store and not args.results_dir:
+                parser.error("report needs a results folder or --store URL")
+            out = write_report(args.store or args.results_dir, args.output, csv_path=args.csv,
+                               results_dir=args.results_dir)
             print(f"report: {out}")
             return 0
+        if args.command == "ingest":
+            from .store.ingest import ingest
+            from .store.sql import SqlStore
+
+            store = SqlStore(args.store)
+            try:
+                print(ingest(args.results_dir, store, args.runs).line(store))
+            finally:
+                store.close()
+            return 0
+        if args.command == "merge":
+            from .store.shards import main_merge
+
+            return main_merge(args.sources, into=args.into, night=args.night, store_url=args.store, fmt=args.format)
+        if args.command == "submit":
+            from .launch.submit import submit
+
+            return submit(args.shards, args.pytest_args, executor=args.executor, folder=args.folder, night=args.night,
+                          timeout_min=args.timeout_min, partition=args.slurm_partition,
+                          gpus_per_node=args.gpus_per_node, slurm_args=args.slurm_arg)
         from .calibrate import main as calibrate_main
 
         extra = ["--matrix", str(args.matrix)] if args.matrix else []

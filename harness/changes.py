@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from .gate import env_changes
-from .results import CellResult, ResultsError, read_result
+from .results import CellResult, ResultsError
+from .store import Store, is_url, open_store
 
 METRICS = ("train_samples_per_s", "real_tokens_per_s", "peak_rss_bytes", "peak_mem_reserved_bytes",
            "peak_device_mem_used_bytes", "eval_accuracy", "eval_f1")
@@ -54,24 +55,19 @@ class Change:
         return asdict(self)
 
 
-def load_series(results_dir: str | Path) -> dict[tuple[str, str], list[CellResult]]:
-    """Every ``ok`` result by (cell, hardware key), oldest run first.  Disturbed cells are
-    left out (their speed is not the code's); unreadable files are skipped."""
-    runs = Path(results_dir) / "runs"
-    if not runs.is_dir():
-        raise ResultsError(f"{results_dir}: no runs/ folder with stored results")
+def load_series(store: Store | str | Path) -> dict[tuple[str, str], list[CellResult]]:
+    """Every ``ok`` result by (cell, hardware key), oldest run first, from a results folder
+    or a database.  Disturbed cells are left out (their speed is not the code's);
+    unreadable documents are skipped."""
+    if not isinstance(store, Store):
+        if not is_url(store) and not (Path(store) / "runs").is_dir():
+            raise ResultsError(f"{store}: no runs/ folder with stored results")
+        store = open_store(store)
     out: dict[tuple[str, str], list[CellResult]] = {}
-    for run_dir in sorted(p for p in runs.iterdir() if p.is_dir()):
-        for path in sorted(run_dir.glob("*.json")):
-            if path.name == "run.json":
-                continue
-            try:
-                r = read_result(path)
-            except ResultsError:
-                continue
-            if not r.ok or (r.verdict or {}).get("verdict") == "disturbed" or r.metrics.get("disturbed"):
-                continue
-            out.setdefault((r.id, r.env.get("hardware_key", "")), []).append(r)
+    for r in store.results():
+        if not r.ok or (r.verdict or {}).get("verdict") == "disturbed" or r.metrics.get("disturbed"):
+            continue
+        out.setdefault((r.id, r.env.get("hardware_key", "")), []).append(r)
     return out
 
 
@@ -117,7 +113,7 @@ def change_points(values: Sequence[float]) -> tuple[list[int], float]:
     return starts, sigma
 
 
-def find_changes(results_dir: str | Path, metrics: Sequence[str] = METRICS) -> list[Change]:
+def find_changes(results_dir: Store | str | Path, metrics: Sequence[str] = METRICS) -> list[Change]:
     found: list[Change] = []
     for (cell, key), results in sorted(load_series(results_dir).items()):
         for metric in metrics:

@@ -29,6 +29,7 @@ from .gate import env_changes, judge
 from .report import peak_memory
 from .results import CellResult, ResultsError, read_result, read_run
 from .spec import CellSpec, recipe_changes
+from .store import Store
 
 
 @dataclass
@@ -63,6 +64,19 @@ def load_side(path: str | Path) -> Side:
         for result in read_run(run_dir):
             results[result.id] = result
     return Side(path.name, results, _first_env(results))
+
+
+def load_run_from_store(store: Store, run_id: str) -> Side:
+    """One run of a store (a database or a results folder) by its id; ``latest`` is the newest."""
+    manifests = store.manifests()
+    if run_id == "latest" and manifests:
+        run_id = manifests[-1]["run_id"]
+    manifest = next((m for m in manifests if m["run_id"] == run_id), None)
+    if manifest is None:
+        known = [m["run_id"] for m in manifests[-5:]]
+        raise ResultsError(f"{store.location}: no run {run_id!r}; the newest are {known}")
+    results = {r.id: r for r in store.results(run_ids=[run_id])}
+    return Side(run_id, results, manifest.get("env") or _first_env(results), manifest.get("state") == "partial")
 
 
 def _first_env(results: dict[str, CellResult]) -> dict[str, Any]:

@@ -6,13 +6,12 @@ The columns are a stable, documented set (``COLUMNS``); a figure a cell did not 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from .results import read_run
+from .store import Store, open_store
 
 COLUMNS: dict[str, str] = {
     "run_id": "the run folder's name (UTC time stamp and matrix)",
@@ -51,19 +50,19 @@ _METRICS = [
 ]
 
 
-def load_frame(results_dir: str | Path) -> pd.DataFrame:
-    results_dir = Path(results_dir)
-    runs_dir = results_dir / "runs" if (results_dir / "runs").is_dir() else results_dir
+def load_frame(store: Store | str | Path) -> pd.DataFrame:
+    """One row per cell per run, from a results folder or a database URL."""
+    if not isinstance(store, Store):
+        store = open_store(store)
     rows: list[dict[str, Any]] = []
-    for run_dir in sorted(p for p in runs_dir.iterdir() if (p / "run.json").is_file()) if runs_dir.is_dir() else []:
-        manifest = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
-        for r in read_run(run_dir):
+    for manifest, results in store.runs():
+        for r in results:
             spec, env, m = r.spec, r.env, r.metrics
             findings = (r.verdict or {}).get("findings") or []
             quality = next((f for f in findings if f["kind"] == "quality" and f["metric"] == "eval_accuracy"), None)
             lower = quality.get("threshold") if quality else None
             rows.append({
-                "run_id": run_dir.name,
+                "run_id": manifest["run_id"],
                 "run_state": manifest.get("state"),
                 "matrix": manifest.get("matrix"),
                 "finished_at": pd.to_datetime(r.finished_at, utc=True, errors="coerce"),

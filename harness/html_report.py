@@ -18,6 +18,7 @@ import pandas as pd
 from .baselines import load_baseline
 from .history import COLUMNS, load_frame
 from .results import ResultsError
+from .store import is_url, open_store
 
 VERDICT_COLOURS = {"regression": "#c62828", "error": "#c62828", "improvement": "#00897b", "pass": "#2e7d32",
                    "suspect": "#ef6c00", "disturbed": "#6a1b9a", "new": "#1565c0", "skipped": "#757575"}
@@ -137,11 +138,16 @@ def _n(value, spec: str) -> str:
     return "-" if value is None or pd.isna(value) else format(value, spec)
 
 
-def build_report(results_dir: str | Path) -> str:
-    results_dir = Path(results_dir)
-    frame = load_frame(results_dir)
+def build_report(source: str | Path, *, results_dir: str | Path | None = None) -> str:
+    """The report of every run in ``source``, a results folder or a database URL.  The
+    committed baselines and accepted changes come from ``results_dir`` (the folder itself
+    when ``source`` is one; none for a database alone)."""
+    store = open_store(source)
+    if results_dir is None and not is_url(source):
+        results_dir = Path(source)
+    frame = load_frame(store)
     if frame.empty:
-        raise ResultsError(f"{results_dir}: no stored run to report on (expected runs/<run-id>/run.json)")
+        raise ResultsError(f"{store.location}: no stored run to report on (expected runs/<run-id>/run.json)")
     latest_run = frame.run_id.iloc[-1]
     state = frame[frame.run_id == latest_run].run_state.iloc[0]
     # The newest result of every cell: a cell left out of the latest run still shows.
@@ -152,7 +158,7 @@ def build_report(results_dir: str | Path) -> str:
         "td,th{border:1px solid #ddd;padding:3px 8px;text-align:right}td:first-child{text-align:left}"
         ".partial{background:#fff3e0;border:1px solid #fb8c00;padding:8px}img{max-width:100%}</style></head><body>",
         "<h1>trainer-bench report</h1>",
-        f"<p>{len(frame.run_id.unique())} runs, {len(frame.cell_id.unique())} cells, from {html.escape(str(results_dir))}."
+        f"<p>{len(frame.run_id.unique())} runs, {len(frame.cell_id.unique())} cells, from {html.escape(store.location)}."
         f" Latest run: <b>{html.escape(latest_run)}</b> ({html.escape(str(latest.hardware_key.iloc[0]))},"
         f" torch {html.escape(str(latest.torch.iloc[0]))}, transformers {html.escape(str(latest.transformers.iloc[0]))}).</p>",
     ]
@@ -161,12 +167,15 @@ def build_report(results_dir: str | Path) -> str:
                      "interrupted or is still running; the cells below are the ones that finished.</p>")
     parts += ["<h2>Latest verdicts</h2>", "<p>The newest result of every cell, and the run it came from.</p>",
               _table(latest)]
-    parts += _accepted(results_dir)
+    if store.unreadable:
+        parts.append(f"<p class='partial' id='unreadable'>{len(store.unreadable)} stored results could not be read "
+                     "and are left out: " + html.escape("; ".join(store.unreadable[:5])) + "</p>")
+    parts += _accepted(Path(results_dir)) if results_dir is not None else []
     parts.append("<h2>Throughput over the nightly history</h2>")
     for cell_id in latest.cell_id:
         hardware = latest[latest.cell_id == cell_id].hardware_key.iloc[0]
         try:
-            baseline, _ = load_baseline(results_dir / "baselines", str(hardware), cell_id)
+            baseline = load_baseline(Path(results_dir) / "baselines", str(hardware), cell_id)[0] if results_dir else None
         except ResultsError:
             baseline = None
         base = baseline.metrics.get("train_samples_per_s") if baseline is not None else None
@@ -186,10 +195,16 @@ def build_report(results_dir: str | Path) -> str:
     return "\n".join(parts)
 
 
-def write_report(results_dir: str | Path, output: str | Path | None = None, *, csv_path: str | Path | None = None) -> Path:
-    results_dir = Path(results_dir)
-    output = Path(output) if output else results_dir / "report.html"
-    output.write_text(build_report(results_dir), encoding="utf-8")
+def write_report(source: str | Path, output: str | Path | None = None, *, csv_path: str | Path | None = None,
+                 results_dir: str | Path | None = None) -> Path:
+    """Write the report of ``source`` (a results folder or a database URL): to ``output``,
+    by default ``report.html`` in the results folder."""
+    if output is None:
+        if is_url(source):
+            raise ResultsError(f"{source}: say where the report goes (--output FILE) when it is built from a database")
+        output = Path(source) / "report.html"
+    output = Path(output)
+    output.write_text(build_report(source, results_dir=results_dir), encoding="utf-8")
     if csv_path:
-        load_frame(results_dir).to_csv(csv_path, index=False)
+        load_frame(source).to_csv(csv_path, index=False)
     return output

@@ -19,6 +19,11 @@ Options::
                             matrix's `timeout`, else derived from the cell's steps)
     --max-foreign-load CORES  other processes' mean CPU load past which a cell is `disturbed`
     --update-baselines      write this run's figures as the new baselines (and only then)
+    --store URL             also write every cell to a database (sqlite:///FILE or
+                            postgresql://...; default $HARNESS_STORE) and read history from it
+    --shard I/N             run only shard I of N of the selected cells (balanced by the
+                            committed baselines' durations); merge with python -m harness merge
+    --night ID              the id a night's shard runs share (default $HARNESS_NIGHT)
 
 Every measured execution (each repeat, confirmation run and max-batch probe) runs in a
 fresh child process (``harness.launch``); this process never initializes CUDA.
@@ -37,8 +42,13 @@ from .launch.watch import DEFAULT_MAX_FOREIGN_CORES
 from .results import CellResult, RunWriter
 from .session import BenchmarkRun, RunOptions
 from .spec import Matrix, SpecError, load_matrix
+from .store import STORE_ENV
 
 DEFAULT_MATRIX = {False: "smoke", True: "nightly"}
+
+
+class StoreBehind(UserWarning):
+    """The database missed cells of this run (they are in the run folder): run ``ingest``."""
 
 
 class SuspectNight(UserWarning):
@@ -115,6 +125,37 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--update-baselines", action="store_true", default=False,
         help="write this run's figures as the baselines of its cells; nothing else ever writes them",
     )
+    group.addoption(
+        "--store", metavar="URL", default=os.environ.get(STORE_ENV) or None, type=_store_url,
+        help="also write every finished cell and the run manifest to this database (a SQLAlchemy URL: "
+        f"sqlite:///FILE or postgresql://USER@HOST/DB), and read the history from it (default: ${STORE_ENV}). "
+        "The run folder is still written; a store that fails loses nothing",
+    )
+    group.addoption(
+        "--shard", metavar="I/N", default=None, type=_shard,
+        help="run only part I of N of the selected cells (deterministic; balanced by each cell's duration in "
+        "the committed baselines, round-robin without); python -m harness merge gives the night one verdict",
+    )
+    group.addoption(
+        "--night", metavar="ID", default=os.environ.get("HARNESS_NIGHT") or None,
+        help="the id a night's shard runs share, kept in each run's manifest (default: $HARNESS_NIGHT)",
+    )
+
+
+def _store_url(text: str) -> str:
+    from .store import is_url
+    from .store.sql import normalize_url
+
+    if not is_url(text):
+        raise ValueError(f"{text!r} is not a database URL (sqlite:///FILE or postgresql://USER@HOST/DB)")
+    normalize_url(text)  # refuses what it cannot use, saying what is allowed
+    return text
+
+
+def _shard(text: str) -> tuple[int, int]:
+    from .store.shards import parse_shard
+
+    return parse_shard(text)
 
 
 def _positive_int(text: str) -> int:
@@ -246,7 +287,8 @@ class HarnessSession:
             seeds=get("seeds"), confirm=get("confirm"), cell_timeout_s=get("cell_timeout"),
             max_foreign_cores=get("max_foreign_load"), update_baselines=bool(get("update_baselines")),
             trainer_progress=bool(get("trainer_progress")), glue_dir=glue_dir_from_env(),
-            require_baselines=bool(get("require_baselines")),
+            require_baselines=bool(get("require_baselines")), store=get("store"), shard=get("shard"),
+            night=get("night"),
         )
 
     def run_writer(self) -> RunWriter:
@@ -259,6 +301,26 @@ class HarnessSession:
             reporter.write_line(text)
 
     # ------------------------------------------------------------ hooks
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]) -> None:
+        """--shard I/N: keep part I of the selection (after -k and the other filters)."""
+        shard = config.getoption("shard")
+        if not shard:
+            return
+        from .store.shards import expected_durations, split
+
+        index, count = shard
+        cells = {item.nodeid: _cell_id(item) for item in items}
+        by_cell = expected_durations(self.options().baselines_dir, gpu=self.use_cuda)
+        durations = {node: by_cell.get(cell or "", 0.0) for node, cell in cells.items()}
+        mine = set(split([item.nodeid for item in items], count, durations)[index - 1])
+        self.run.selection = [cell for cell in cells.values() if cell]
+        keep = [item for item in items if item.nodeid in mine]
+        drop = [item for item in items if item.nodeid not in mine]
+        if drop:
+            config.hook.pytest_deselected(items=drop)
+            items[:] = keep
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         for item in session.items:
@@ -290,8 +352,24 @@ class HarnessSession:
         tr.write_line(run.judged_line())
         if run.writer is not None:
             tr.write_line(f"results ({run.writer.manifest['state']}): {run.writer.dir}")
+        if run.options.store:
+            behind = run.store_behind_line()
+            if behind:
+                tr.write_line(behind, red=True, bold=True)
+                warnings.warn(StoreBehind(behind), stacklevel=1)
+            else:
+                tr.write_line(f"store: {run.store_location} (every cell written)")
+        if run.history_note:
+            tr.write_line(run.history_note, yellow=True)
         if run.updated:
             tr.write_line(f"baselines written ({len(run.updated)}): {run.updated[0].parent}")
+
+
+def _cell_id(item: pytest.Item) -> str | None:
+    callspec = getattr(item, "callspec", None)
+    if callspec is not None and "cell" in callspec.params:
+        return callspec.params["cell"].id
+    return None
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

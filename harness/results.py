@@ -195,7 +195,8 @@ def utc_now() -> str:
 class RunWriter:
     """Owns one run folder: the manifest, and every cell result as soon as it finishes."""
 
-    def __init__(self, results_dir: str | Path, run_id: str, *, matrix: str, planned: Iterable[str], env: dict[str, Any]):
+    def __init__(self, results_dir: str | Path, run_id: str, *, matrix: str, planned: Iterable[str], env: dict[str, Any],
+                 extra: dict[str, Any] | None = None):
         self.dir = claim_run_dir(Path(results_dir) / "runs", run_id)
         self.run_id = run_id = self.dir.name
         self.manifest: dict[str, Any] = {
@@ -208,6 +209,7 @@ class RunWriter:
             "planned": list(planned),
             "finished": [],
             "env": env,
+            **(extra or {}),  # the night and shard of a sharded run
         }
         self._save_manifest()
 

@@ -21,6 +21,7 @@ from .launch.watch import DEFAULT_MAX_FOREIGN_CORES
 from .results import CellResult, ResultsError, RunWriter, new_run_id
 from .spec import CellSpec, Matrix
 from .stats import fold
+from .store import Store, StoreError, open_store
 from .window import MIN_POINTS, build_window, cell_documents, load_pinned, previous_night
 
 
@@ -39,6 +40,9 @@ class RunOptions:
     glue_dir: str | None = None
     require_baselines: bool = False  # a cell with no baseline fails instead of being `new`
     history_dir: Path | None = None  # whose runs form the history (default: results_dir)
+    store: str | None = None  # a database URL every cell is also written to, and the history is read from
+    shard: tuple[int, int] | None = None  # (I, N): this run is shard I of N of its night's selection
+    night: str | None = None  # the id shared by a night's shard runs
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,11 @@ class BenchmarkRun:
         self.writer: RunWriter | None = None
         self.results: list[CellResult] = []
         self.planned: list[str] = []  # ids of the cells selected to run, in order
+        self.selection: list[str] = []  # with --shard: the whole night's selection, every shard's cells
+        self.store_behind: dict[str, str] = {}  # what the store lacks (a cell id, or "run"), and why
+        self._sql: Store | None = None
+        self._history: Store | None = None
+        self.history_note: str | None = None  # why history was read from the folder, not the store
         self.updated: list[Path] = []  # baselines written by --update-baselines
         self.started = 0  # cells started, for the progress line
 
@@ -69,9 +78,18 @@ class BenchmarkRun:
         Its environment is the first child's: this process never looks at the GPU."""
         if self.writer is None:
             label = f"{self.matrix.name}-{'gpu' if self.options.use_cuda else 'cpu'}"
+            extra: dict = {}
+            if self.options.night:
+                extra["night"] = self.options.night
+            if self.options.shard:
+                index, count = self.options.shard
+                label += f"-shard{index}of{count}"
+                extra["shard"] = {"index": index, "count": count, "selection": list(self.selection or self.planned)}
             self.writer = RunWriter(
-                self.options.results_dir, new_run_id(label), matrix=self.matrix.name, planned=self.planned, env={}
+                self.options.results_dir, new_run_id(label), matrix=self.matrix.name, planned=self.planned, env={},
+                extra=extra,
             )
+            self.keep_in_store("run", lambda store: store.put_run(self.writer.manifest))
         return self.writer
 
     def record(self, result: CellResult) -> Path:
@@ -79,11 +97,92 @@ class BenchmarkRun:
         writer = self.run_writer()
         if not writer.manifest["env"] and result.env:
             writer.annotate("env", result.env)
-        return writer.add(result)
+        path = writer.add(result)
+        self.keep_in_store(result.id, lambda store: store.put_cell(result))
+        self.keep_in_store("run", lambda store: store.put_run(writer.manifest))
+        return path
 
     def close(self, *, interrupted: bool) -> None:
-        if self.writer is not None:
-            self.writer.close(interrupted=interrupted)
+        if self.writer is None:
+            return
+        self.writer.close(interrupted=interrupted)
+        if not self.options.store:
+            return
+        if self.store_behind:  # catch up from the run folder, which has everything
+            from .store.ingest import ingest
+
+            behind = dict(self.store_behind)
+            self.store_behind.clear()
+            self.keep_in_store("run", lambda store: ingest(self.options.results_dir, store, [self.writer.run_id]))
+            if self.store_behind:
+                self.store_behind = {**behind, **self.store_behind}
+        state = {"location": self.store_location, "behind": sorted(self.store_behind)}
+        if self.store_behind:
+            state["error"] = next(iter(self.store_behind.values()))
+        self.writer.annotate("store", state)
+        self.keep_in_store("run", lambda store: store.put_run(self.writer.manifest))
+        if self._sql is not None:
+            self._sql.close()
+
+    # ------------------------------------------------------------ the store
+
+    @property
+    def store_location(self) -> str:
+        if self._sql is not None:
+            return self._sql.location
+        from .store.sql import normalize_url
+
+        try:
+            return normalize_url(self.options.store or "").render_as_string(hide_password=True)
+        except StoreError:
+            return str(self.options.store)
+
+    def keep_in_store(self, what: str, write: Callable[[Store], None]) -> None:
+        """Write to the database; a store that fails loses nothing (the run folder has it all),
+        is named once in the progress lines and in the summary, and is caught up at the end
+        of the run or later by ``python -m harness ingest``."""
+        if not self.options.store:
+            return
+        try:
+            if self._sql is None:
+                from .store.sql import SqlStore
+
+                self._sql = SqlStore(self.options.store)
+            write(self._sql)
+        except StoreError as exc:
+            if not self.store_behind:
+                self.say(f"STORE BEHIND: {exc}; every cell is still kept in {self.writer.dir if self.writer else 'the run folder'}")
+            self.store_behind[what] = str(exc)
+        else:
+            self.store_behind.pop(what, None)
+
+    def store_behind_line(self) -> str | None:
+        if not self.store_behind:
+            return None
+        cells = sorted(k for k in self.store_behind if k != "run")
+        what = f"{len(cells)} cells" + (" and the run manifest" if "run" in self.store_behind else "")
+        return (f"STORE BEHIND: {what} not written to {self.store_location} "
+                f"({next(iter(self.store_behind.values()))}). They are in {self.writer.dir if self.writer else '-'}; "
+                f"catch up with: python -m harness ingest {self.options.results_dir} --store URL")
+
+    def history_store(self) -> Store:
+        """Where the history is read: the database when there is one (every runner's nights),
+        else the results folder.  A database that cannot be read falls back to the folder,
+        and the run says so."""
+        if self._history is None:
+            folder = open_store(self.options.history_dir or self.options.results_dir)
+            self._history = folder
+            if self.options.store:
+                try:
+                    if self._sql is None:
+                        from .store.sql import SqlStore
+
+                        self._sql = SqlStore(self.options.store)
+                    self._history = self._sql
+                except StoreError as exc:
+                    self.history_note = f"history read from {folder.location}: the store failed ({exc})"
+                    self.say(self.history_note)
+        return self._history
 
     @property
     def history_dir(self) -> Path:
@@ -143,7 +242,13 @@ class BenchmarkRun:
             except ResultsError as exc:
                 baseline_error = f"{exc} (fix or delete it, or rewrite it with --update-baselines)"
             try:
-                history = cell_documents(self.history_dir, result.id)
+                try:
+                    history = cell_documents(self.history_store(), result.id)
+                except StoreError as exc:
+                    self.history_note = f"history read from {self.history_dir}: the store failed ({exc})"
+                    self.say(self.history_note)
+                    self._history = open_store(self.history_dir)
+                    history = cell_documents(self._history, result.id)
                 start = accepted_from(self.history_dir, result.id, before=result.run_id)
             except ResultsError as exc:
                 baseline_error = str(exc)

@@ -20,8 +20,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .results import CellResult, ResultsError, read_result
+from .results import CellResult
 from .spec import recipe_changes
+from .store import Store, open_store
 
 DEFAULT_WINDOW = 20
 MIN_POINTS = 5
@@ -110,21 +111,13 @@ class Window:
         return text
 
 
-def cell_documents(results_dir: str | Path, cell_id: str) -> list[CellResult]:
-    """Every stored result of ``cell_id`` under ``results_dir/runs``, oldest run first.
-    Unreadable files are skipped: a corrupt old night must not stop tonight's gate."""
-    runs = Path(results_dir) / "runs"
-    if not runs.is_dir():
-        return []
-    out = []
-    for run_dir in sorted(p for p in runs.iterdir() if p.is_dir()):
-        path = run_dir / f"{cell_id}.json"
-        if path.is_file():
-            try:
-                out.append(read_result(path))
-            except ResultsError:
-                continue
-    return out
+def cell_documents(store: Store | str | Path, cell_id: str) -> list[CellResult]:
+    """Every stored result of ``cell_id`` in a store (a results folder or a database URL),
+    oldest run first.  Unreadable documents are skipped: a corrupt old night must not stop
+    tonight's gate."""
+    if not isinstance(store, Store):
+        store = open_store(store)
+    return store.results(cell_id)
 
 
 def build_window(
