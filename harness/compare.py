@@ -72,10 +72,11 @@ def load_run_from_store(store: Store, run_id: str) -> Side:
     if run_id == "latest" and manifests:
         run_id = manifests[-1]["run_id"]
     manifest = next((m for m in manifests if m["run_id"] == run_id), None)
-    if manifest is None:
+    results = {r.id: r for r in store.results(run_ids=[run_id])}
+    if manifest is None and not results:
         known = [m["run_id"] for m in manifests[-5:]]
         raise ResultsError(f"{store.location}: no run {run_id!r}; the newest are {known}")
-    results = {r.id: r for r in store.results(run_ids=[run_id])}
+    manifest = manifest or {"run_id": run_id, "state": "unknown"}  # cells whose manifest the store missed
     return Side(run_id, results, manifest.get("env") or _first_env(results), manifest.get("state") == "partial")
 
 

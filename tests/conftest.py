@@ -119,3 +119,108 @@ def bench_project(pytester, tiny_bert_dir):
         return pytester
 
     return make
+
+
+# ---------------------------------------------------------------- a real PostgreSQL server
+
+
+def _postgres_bin() -> Path | None:
+    import glob
+    import shutil
+
+    for candidate in sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True):
+        if Path(candidate, "initdb").is_file() and Path(candidate, "pg_ctl").is_file():
+            return Path(candidate)
+    found = shutil.which("pg_ctl")
+    return Path(found).parent if found and Path(found).with_name("initdb").exists() else None
+
+
+class PostgresServer:
+    """A throwaway PostgreSQL cluster: ``initdb`` into a fresh folder, ``pg_ctl start`` on a
+    free localhost port with trust authentication, ``stop`` (a server going down) and
+    ``start`` again.  ``initdb`` refuses root, so as root it runs as the ``postgres`` user."""
+
+    def __init__(self, bindir: Path):
+        import pwd
+        import shutil
+        import socket
+        import tempfile
+
+        self.bindir = bindir
+        self.base = Path(tempfile.mkdtemp(prefix="harness-pg-"))
+        self.base.chmod(0o755)
+        self.data = self.base / "data"
+        self.data.mkdir()
+        self.prefix: list[str] = []
+        if os.geteuid() == 0:
+            if not shutil.which("runuser"):
+                pytest.skip("running as root and no runuser to start PostgreSQL as an unprivileged user")
+            user = pwd.getpwnam("postgres")
+            os.chown(self.data, user.pw_uid, user.pw_gid)
+            os.chown(self.base, user.pw_uid, user.pw_gid)
+            self.prefix = ["runuser", "-u", "postgres", "--"]
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8")
+        self.start()
+
+    def _run(self, tool: str, *args: str) -> None:
+        import subprocess
+
+        done = subprocess.run([*self.prefix, str(self.bindir / tool), *args], capture_output=True, text=True, timeout=120)
+        if done.returncode:
+            raise RuntimeError(f"{tool} failed ({done.returncode}): {done.stderr or done.stdout}")
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.base} -c listen_addresses=127.0.0.1 -c fsync=off"
+        self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.base / "log"), "-w", "start")
+
+    def stop(self) -> None:
+        self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+
+    def new_database(self) -> str:
+        """A fresh, empty database on this server: each test gets its own."""
+        import uuid
+
+        import psycopg
+
+        name = f"t_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres", autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return self.url(name)
+
+    def destroy(self) -> None:
+        import shutil
+
+        try:
+            self.stop()
+        except RuntimeError:
+            pass
+        shutil.rmtree(self.base, ignore_errors=True)
+
+
+def start_postgres() -> PostgresServer:
+    bindir = _postgres_bin()
+    if bindir is None:
+        pytest.skip("no PostgreSQL server binaries (initdb, pg_ctl) on this machine: "
+                    "install Debian's postgresql to run the PostgreSQL store tests")
+    return PostgresServer(bindir)
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    server = start_postgres()
+    yield server
+    server.destroy()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request, tmp_path):
+    """A fresh, empty store of each kind: a SQLite file, and a database on a real server."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'history.db'}"
+    return request.getfixturevalue("postgres_server").new_database()

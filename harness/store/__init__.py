@@ -48,11 +48,15 @@ class Store(ABC):
         return list(getattr(self, "_unreadable", []))
 
     def runs(self) -> list[tuple[dict[str, Any], list[CellResult]]]:
-        """Every run with its cells, oldest first."""
+        """Every run with its cells, oldest first.  Cells whose run has no manifest (a store
+        that missed it, a folder without run.json) come under a stand-in of state unknown."""
         by_run: dict[str, list[CellResult]] = {}
         for result in self.results():
             by_run.setdefault(result.run_id, []).append(result)
-        return [(m, by_run.get(m["run_id"], [])) for m in self.manifests()]
+        manifests = {m["run_id"]: m for m in self.manifests()}
+        for run_id in by_run.keys() - manifests.keys():
+            manifests[run_id] = {"run_id": run_id, "state": "unknown", "matrix": None}
+        return [(manifests[run_id], by_run.get(run_id, [])) for run_id in sorted(manifests)]
 
     def close(self) -> None:  # noqa: B027 - nothing to release for a folder
         pass
