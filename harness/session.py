@@ -151,7 +151,8 @@ class BenchmarkRun:
             write(self._sql)
         except StoreError as exc:
             if not self.store_behind:
-                self.say(f"STORE BEHIND: {exc}; every cell is still kept in {self.writer.dir if self.writer else 'the run folder'}")
+                kept = self.writer.dir if self.writer else "the run folder"
+                self.say(f"STORE BEHIND: {exc}; every cell is still kept in {kept}")
             self.store_behind[what] = str(exc)
         else:
             self.store_behind.pop(what, None)
