@@ -101,9 +101,110 @@ def environment() -> dict[str, Any]:
         "libraries": {name: _version(name) for name in LIBRARIES},
         "harness_commit": git_commit(),
         "executable": sys.executable,
+        "threads": thread_settings(),
+        "torch_build": torch_build(),
+        "cpu_clock": cpu_clock(),
     }
+    env["packages"] = installed_packages()
+    env["packages_sha256"] = packages_hash(env["packages"])
     env["hardware_key"] = hardware_key(env)
     return env
+
+
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS",
+                    "VECLIB_MAXIMUM_THREADS", "TOKENIZERS_PARALLELISM", "KMP_AFFINITY", "OMP_PROC_BIND")
+
+
+def thread_settings() -> dict[str, Any]:
+    """The variables that set how many threads the math libraries use (unset: None), and
+    what torch ended up with."""
+    import torch
+
+    out: dict[str, Any] = {name: os.environ.get(name) for name in THREAD_VARIABLES}
+    out["torch_num_threads"] = torch.get_num_threads()
+    out["torch_num_interop_threads"] = torch.get_num_interop_threads()
+    return out
+
+
+def torch_build() -> dict[str, Any]:
+    """How torch was built: its BLAS, oneDNN and OpenMP, CUDA, cuDNN and NCCL versions."""
+    import torch
+
+    build: dict[str, Any] = {
+        "mkl": bool(torch.backends.mkl.is_available()),
+        "mkldnn": bool(torch.backends.mkldnn.is_available()),
+        "openmp": bool(getattr(torch.backends, "openmp", None) and torch.backends.openmp.is_available()),
+        "cuda": torch.version.cuda,
+        "cudnn": None,
+        "nccl": None,
+    }
+    try:
+        config = torch.__config__.show()
+    except Exception:  # a build without the config string
+        config = ""
+    onednn = re.search(r"MKL-DNN v([\d.]+)", config)
+    blas = re.search(r"BLAS_INFO=(\w+)", config)
+    capability = re.search(r"CPU capability usage: (\w+)", config)
+    commit = re.search(r"COMMIT_SHA=(\w+)", config)
+    build.update({"onednn": onednn.group(1) if onednn else None, "blas": blas.group(1) if blas else None,
+                  "cpu_capability": capability.group(1) if capability else None,
+                  "commit": commit.group(1)[:12] if commit else None})
+    if torch.cuda.is_available():
+        try:
+            build["cudnn"] = torch.backends.cudnn.version()
+        except Exception:
+            pass
+        try:
+            version = torch.cuda.nccl.version()
+            build["nccl"] = ".".join(map(str, version)) if isinstance(version, tuple) else str(version)
+        except Exception:
+            pass
+    return build
+
+
+def cpu_clock() -> dict[str, Any]:
+    """The CPU frequency governor and the current, minimum and maximum clocks of CPU 0, where
+    the kernel shows them (virtual machines often do not: None)."""
+    base = Path("/sys/devices/system/cpu/cpu0/cpufreq")
+
+    def read(name: str) -> str | None:
+        try:
+            return (base / name).read_text().strip()
+        except OSError:
+            return None
+
+    def mhz(name: str) -> float | None:
+        value = read(name)
+        return round(int(value) / 1000, 1) if value and value.isdigit() else None
+
+    current = mhz("scaling_cur_freq")
+    if current is None:
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8") as handle:
+                current = next((float(line.split(":")[1]) for line in handle if line.startswith("cpu MHz")), None)
+        except (OSError, ValueError):
+            current = None
+    return {"governor": read("scaling_governor"), "mhz": current, "min_mhz": mhz("scaling_min_freq"),
+            "max_mhz": mhz("scaling_max_freq")}
+
+
+def installed_packages() -> dict[str, str]:
+    """Every installed distribution and its version, by normalized name; where a name is
+    installed twice (an overlay environment over another), the one imported wins: the
+    first on ``sys.path``."""
+    out: dict[str, str] = {}
+    for dist in importlib.metadata.distributions():
+        name = dist.metadata["Name"] if dist.metadata else None
+        if not name:
+            continue
+        out.setdefault(re.sub(r"[-_.]+", "-", name).lower(), dist.version)
+    return dict(sorted(out.items()))
+
+
+def packages_hash(packages: dict[str, str]) -> str:
+    import hashlib
+
+    return hashlib.sha256("\n".join(f"{k}=={v}" for k, v in sorted(packages.items())).encode()).hexdigest()[:16]
 
 
 def hardware_key(env: dict[str, Any]) -> str:

@@ -15,6 +15,7 @@ below the band fails: a better score than the reference is not a regression.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -118,16 +119,36 @@ def _confirmation_text(runs: list[dict[str, Any]], regressions: list[Finding]) -
 
 
 def env_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """What differs between two environments, as 'torch 2.4.0 -> 2.5.0' lines."""
-    keys = ("gpu_name", "gpu_count", "gpu_driver", "cuda_version", "cpu_model", "cpu_count", "torch_num_threads", "python")
-    out = [f"{k} {old.get(k)} -> {new.get(k)}" for k in keys if old.get(k) != new.get(k)]
+    """Every real difference between two environments, as 'torch 2.4.0 -> 2.5.0' lines:
+    hardware, driver, every installed package, thread settings, torch's build, the CPU
+    governor, the harness commit and the matrix file.  Figures that move by themselves
+    (the current clock) are not differences; a figure one record lacks (an older result)
+    is not compared."""
+    keys = ("gpu_name", "gpu_count", "gpu_driver", "cuda_version", "cpu_model", "cpu_count", "torch_num_threads", "python",
+            "platform")
+    out = [f"{k} {old.get(k)} -> {new.get(k)}" for k in keys if k in old and k in new and old.get(k) != new.get(k)]
     old_libs, new_libs = old.get("libraries", {}) or {}, new.get("libraries", {}) or {}
+    if "packages" in old and "packages" in new:
+        old_libs, new_libs = {**old_libs, **old["packages"]}, {**new_libs, **new["packages"]}
+        old_libs = {_pkg(k): v for k, v in old_libs.items()}
+        new_libs = {_pkg(k): v for k, v in new_libs.items()}
     for name in sorted(set(old_libs) | set(new_libs)):
         if old_libs.get(name) != new_libs.get(name):
-            out.append(f"{name} {old_libs.get(name)} -> {new_libs.get(name)}")
+            out.append(f"{name} {old_libs.get(name) or '(none)'} -> {new_libs.get(name) or '(none)'}")
+    for group, skip in (("threads", ("torch_num_threads",)), ("torch_build", ()), ("cpu_clock", ("mhz",))):
+        a, b = old.get(group), new.get(group)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += [f"{group}.{k} {a.get(k)} -> {b.get(k)}" for k in sorted(set(a) | set(b))
+                    if k not in skip and a.get(k) != b.get(k)]
     if old.get("harness_commit") != new.get("harness_commit"):
         out.append(f"harness {str(old.get('harness_commit'))[:12]} -> {str(new.get('harness_commit'))[:12]}")
+    if "matrix_sha256" in old and "matrix_sha256" in new and old["matrix_sha256"] != new["matrix_sha256"]:
+        out.append(f"matrix file {str(old['matrix_sha256'])[:12]} -> {str(new['matrix_sha256'])[:12]}")
     return out
+
+
+def _pkg(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 # ---------------------------------------------------------------- speed and memory

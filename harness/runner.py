@@ -41,7 +41,7 @@ from .models import CheckpointError, describe, load_model, load_tokenizer
 from .nvml import open_sampler
 from .results import CellResult, utc_now
 from .sampling import StratifiedBatchOrder, epoch_mean_length
-from .spec import CellSpec
+from .spec import CellSpec, SpecError
 
 # The recipe every cell starts from (the BERT repository's and run_glue.py's): AdamW,
 # weight decay 0.01 (a CellSpec field), linear schedule without LR warmup, evaluation
@@ -221,6 +221,20 @@ def prepare_cell(
     )
 
 
+def user_callbacks(spec: CellSpec) -> list[Any]:
+    """The cell's ``callbacks``, imported and made: a path that does not import is named."""
+    import importlib
+
+    made = []
+    for path in spec.callbacks:
+        module_name, _, name = path.partition(":")
+        try:
+            made.append(getattr(importlib.import_module(module_name), name)())
+        except Exception as exc:  # ImportError, AttributeError, or the constructor's own error
+            raise SpecError(f"callback {path!r} could not be made: {type(exc).__name__}: {exc}") from None
+    return made
+
+
 def run_cell(
     spec: CellSpec,
     *,
@@ -252,13 +266,17 @@ def run_cell(
     scratch = tempfile.TemporaryDirectory(prefix=f"harness-{spec.id}-")
     trainer = prepared = None
     try:
+        user_callbacks(spec)
+    except SpecError as exc:
+        return finish("error", str(exc))
+    try:
         prepared = prepare_cell(
             spec, use_cuda=use_cuda, output_dir=scratch.name, glue_dir=glue_dir, show_progress=show_progress
         )
         counting = CountingCollator(prepared.collator())
         timer = StepTimer(use_cuda=use_cuda)
         trainer = prepared.make_trainer(
-            HarnessTrainer, train_collator=counting, callbacks=[timer, ProgressCallback(board)]
+            HarnessTrainer, train_collator=counting, callbacks=[timer, ProgressCallback(board), *user_callbacks(spec)]
         )
         figures, samples = _train_and_evaluate(trainer, prepared, counting, timer, board)
         figures["majority_class_accuracy"] = prepared.data.majority_rate

@@ -94,6 +94,8 @@ class BenchmarkRun:
 
     def record(self, result: CellResult) -> Path:
         self.results.append(result)
+        if result.env and self.matrix_sha256:
+            result.env["matrix_sha256"] = self.matrix_sha256
         writer = self.run_writer()
         if not writer.manifest["env"] and result.env:
             writer.annotate("env", result.env)
@@ -184,6 +186,10 @@ class BenchmarkRun:
                     self.history_note = f"history read from {folder.location}: the store failed ({exc})"
                     self.say(self.history_note)
         return self._history
+
+    @property
+    def matrix_sha256(self) -> str | None:
+        return matrix_sha256(self.matrix)
 
     @property
     def history_dir(self) -> Path:
@@ -307,6 +313,17 @@ class BenchmarkRun:
                 result.metrics["scaling_efficiency"] = scaling_efficiency(result, single)
                 result.metrics["scaling_reference_cell"] = single.id
                 return
+
+
+def matrix_sha256(matrix: Matrix) -> str | None:
+    """The matrix file's hash, kept in every result's environment (None for a matrix made in memory)."""
+    import hashlib
+
+    path = Path(matrix.source)
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path.is_file() else None
+    except OSError:
+        return None
 
 
 def same_cell_elsewhere(baselines_dir: Path, history: list[CellResult], current: CellResult) -> CellResult | None:

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import re
 import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -73,7 +74,7 @@ RESERVED_TRAINING_ARGS = {
 }
 
 # Cell fields whose value is a list (everywhere else a list means "sweep these").
-LIST_FIELDS = ("thresholds",)
+LIST_FIELDS = ("thresholds", "callbacks")
 
 # Axes that always appear in the id, in this order; other varying axes become suffixes.
 _ID_AXES = ("task", "checkpoint", "padding", "batch_size", "precision")
@@ -119,6 +120,9 @@ class CellSpec:
     # Seconds one execution of the cell may take before its process group is killed and the
     # cell is an error; None: derived from its steps (``launch.default_timeout_s``).
     timeout: float | None = None
+    # Trainer callbacks added to the harness's own, as "package.module:ClassName" (each made
+    # with no arguments): what a team's training loop adds, measured with it.
+    callbacks: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         _check_choice("task", self.task, TASKS)
@@ -170,6 +174,12 @@ class CellSpec:
                 Threshold.parse(text)
             except ThresholdError as exc:
                 raise SpecError(f"`thresholds`: {exc}") from None
+        if isinstance(self.callbacks, str) or not isinstance(self.callbacks, (list, tuple)):
+            raise SpecError(f"`callbacks` must be a list of \"module:Class\" paths, got {self.callbacks!r}")
+        object.__setattr__(self, "callbacks", tuple(self.callbacks))
+        for path in self.callbacks:
+            if not isinstance(path, str) or not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", path):
+                raise SpecError(f"`callbacks`: {path!r} is not a \"package.module:ClassName\" path")
         if not isinstance(self.label, str):
             raise SpecError(f"`label` must be a string, got {self.label!r}")
         if self.timeout is not None:
@@ -208,6 +218,7 @@ class CellSpec:
         data = dataclasses.asdict(self)
         data["training_args"] = dict(self.training_args)
         data["thresholds"] = list(self.thresholds)
+        data["callbacks"] = list(self.callbacks)
         return data
 
     @classmethod
@@ -218,6 +229,7 @@ class CellSpec:
             raise SpecError(f"unknown cell field(s) {unknown}; allowed: {sorted(known)}")
         data = dict(data)
         data["thresholds"] = tuple(data.get("thresholds", ()))
+        data["callbacks"] = tuple(data.get("callbacks", ()))
         return cls(**data)
 
 

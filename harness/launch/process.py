@@ -206,10 +206,10 @@ class ZygoteError(RuntimeError):
 class Zygote:
     """The launcher's side of ``python -m harness.launch.zygote``."""
 
-    def __init__(self, env: dict[str, str]):
-        self.key = zygote_key(env)
+    def __init__(self, env: dict[str, str], python: str | None = None):
+        self.key = zygote_key(env, python)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "harness.launch.zygote"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            [python or sys.executable, "-m", "harness.launch.zygote"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL, env=env,
         )
         self._lock = threading.Lock()
@@ -282,28 +282,34 @@ class Zygote:
             self.proc.kill()
 
 
-def zygote_key(env: dict[str, str]) -> str:
-    return json.dumps(sorted((k, v) for k, v in env.items() if k not in _VOLATILE_ENV))
+def zygote_key(env: dict[str, str], python: str | None = None) -> str:
+    return json.dumps([python or sys.executable, sorted((k, v) for k, v in env.items() if k not in _VOLATILE_ENV)])
 
 
-_ZYGOTE: Zygote | None = None
+_ZYGOTES: dict[str, Zygote] = {}
+MAX_ZYGOTES = 2  # an A/B run alternates two interpreters; both stay warm (an idle zygote uses no CPU)
 
 
-def zygote_for(env: dict[str, str]) -> Zygote:
-    """The warm zygote for this environment; one at a time (a new environment retires the old)."""
-    global _ZYGOTE
-    if _ZYGOTE is not None and (_ZYGOTE.key != zygote_key(env) or not _ZYGOTE.alive()):
-        _ZYGOTE.close()
-        _ZYGOTE = None
-    if _ZYGOTE is None:
-        _ZYGOTE = Zygote(env)
-    return _ZYGOTE
+def zygote_for(env: dict[str, str], python: str | None = None) -> Zygote:
+    """The warm zygote for this interpreter and environment; at most two (the least recently
+    used retires first)."""
+    key = zygote_key(env, python)
+    found = _ZYGOTES.pop(key, None)
+    if found is not None and not found.alive():
+        found.close()
+        found = None
+    if found is None:
+        while len(_ZYGOTES) >= MAX_ZYGOTES:
+            _ZYGOTES.pop(next(iter(_ZYGOTES))).close()
+        found = Zygote(env, python)
+    _ZYGOTES[key] = found  # most recently used last
+    return found
 
 
 @atexit.register
 def _close_zygote() -> None:
-    if _ZYGOTE is not None:
-        _ZYGOTE.close()
+    while _ZYGOTES:
+        _ZYGOTES.pop(next(iter(_ZYGOTES))).close()
 
 
 class _Child:
@@ -317,7 +323,7 @@ def _start(command: list[str], worker_argv: list[str], env: dict[str, str], log_
            tail: collections.deque, echo: bool, forked: bool) -> _Child:
     if forked:
         log_path.touch()
-        zygote = zygote_for(env)
+        zygote = zygote_for(env, command[0])
         stop = threading.Event()
         follower = threading.Thread(target=_follow, args=(log_path, tail, echo, stop), daemon=True)
         follower.start()
@@ -363,6 +369,7 @@ def run_child(
     env: dict[str, str] | None = None,
     echo: bool = False,
     max_foreign_cores: float = DEFAULT_MAX_FOREIGN_CORES,
+    python: str | None = None,
 ) -> ChildOutcome:
     """Run ``harness.worker`` with ``args`` in a new process group and watch it.
 
@@ -374,10 +381,11 @@ def run_child(
     progress_file.create(board)
     worker_argv = [*args, "--out", str(out), "--progress", str(board), "--env-out", str(env_out)]
     worker = ["-m", "harness.worker", *worker_argv]
+    python = python or sys.executable  # another environment's interpreter, for an A/B run
     if nproc > 1:
-        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", *worker]
+        command = [python, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", *worker]
     else:
-        command = [sys.executable, *worker]
+        command = [python, *worker]
     child_env = dict(os.environ if env is None else env)
     child_env.setdefault("PYTHONUNBUFFERED", "1")
     if nproc > 1:
@@ -460,6 +468,7 @@ def launch_cell(
     log_name: str | None = None,
     max_foreign_cores: float = DEFAULT_MAX_FOREIGN_CORES,
     env: dict[str, Any] | None = None,
+    python: str | None = None,
 ) -> CellResult:
     """Fine-tune ``spec`` in a fresh child process; a ``CellResult`` whatever happens.
 
@@ -483,7 +492,7 @@ def launch_cell(
             child_env["GLUE_DIR"] = str(glue_dir)
         outcome = run_child(
             args, scratch=scratch, timeout_s=timeout, nproc=spec.nproc, use_cuda=use_cuda, env=child_env,
-            echo=show_progress, max_foreign_cores=max_foreign_cores,
+            echo=show_progress, max_foreign_cores=max_foreign_cores, python=python,
         )
         launch = {
             "child_wall_s": outcome.wall_s, "returncode": outcome.returncode, "timeout_s": timeout,
