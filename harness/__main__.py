@@ -1,6 +1,7 @@
 """``python -m harness compare OLD NEW`` | ``report RESULTS_DIR`` | ``calibrate RUN_DIR ...`` |
 ``accept CELL... --from RUN_ID -m WHY`` | ``changes [RESULTS_DIR]`` | ``ingest RESULTS_DIR --store URL`` |
-``merge [SHARD_DIR...] [--night ID]`` | ``submit --shards N --executor local|slurm -- PYTEST_ARGS``.
+``merge [SHARD_DIR...] [--night ID]`` | ``submit --shards N --executor local|slurm -- PYTEST_ARGS`` |
+``ab SPEC_A SPEC_B`` | ``bisect PACKAGE --good V1 --bad V2``.
 
 Wherever history is read (``report``, ``changes``, ``compare``, ``merge``), ``--store URL``
 reads it from a database instead of a results folder (default: ``$HARNESS_STORE``)."""
@@ -81,6 +82,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                      help="any other submitit slurm_* parameter, e.g. account=ml (repeatable)")
     smt.add_argument("pytest_args", nargs=argparse.REMAINDER, help="-- then the pytest arguments of every shard")
 
+    from .upgrade.cli import add_parsers
+
+    add_parsers(sub)
+
     sim = sub.add_parser("simulate", help="the history gate on simulated nights: false alarms and detection")
     sim.add_argument("rest", nargs=argparse.REMAINDER, help="see python -m harness simulate -- --help")
 
@@ -144,6 +149,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             finally:
                 store.close()
             return 0
+        if args.command in ("ab", "bisect"):
+            from .upgrade.cli import main as upgrade_main
+
+            return upgrade_main(args)
         if args.command == "merge":
             from .store.shards import main_merge
 

@@ -1,0 +1,109 @@
+"""``python -m harness ab`` and ``python -m harness bisect``: arguments to runs."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+from ..spec import CellSpec, SpecError, load_matrix
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--matrix", default=None, help="a matrix file, or NAME for benchmarks/NAME.toml "
+                       "(default: smoke; nightly with --gpu)")
+        p.add_argument("-k", dest="select", default=None, help="cells whose id matches, as pytest -k: words, "
+                       "and/or/not, parentheses")
+        p.add_argument("--rounds", type=int, default=5, help="executions of each cell on each side (default 5; "
+                       "at least 5 for a 99%% interval)")
+        p.add_argument("--confidence", type=float, default=None, help="of the interval (default 0.99)")
+        p.add_argument("--gpu", action="store_true", help="run the cells on CUDA")
+        p.add_argument("--results-dir", type=Path, default=Path("results"), help="where results/ab/<run-id> is kept")
+        p.add_argument("--index-url", help="a package index to use instead of pip's")
+        p.add_argument("--extra-index-url", action="append", default=[], help="another package index (repeatable)")
+        p.add_argument("--find-links", action="append", default=[], help="a folder of wheels (repeatable)")
+
+    ab = sub.add_parser("ab", help="the same cells in two environments, interleaved, with a verdict that can say "
+                        "'cannot tell'")
+    ab.add_argument("spec_a", metavar="SPEC_A", help='requirements ("transformers==4.46.3"), -r FILE, an interpreter, '
+                    "or current")
+    ab.add_argument("spec_b", metavar="SPEC_B")
+    common(ab)
+    bis = sub.add_parser("bisect", help="the first release of a package that made the selected cells worse")
+    bis.add_argument("package")
+    bis.add_argument("--good", required=True, help="a release that is fine")
+    bis.add_argument("--bad", required=True, help="a later release that is worse")
+    bis.add_argument("--pre", action="store_true", help="include pre-releases")
+    common(bis)
+
+
+def select(cells: list[CellSpec], expression: str | None) -> list[CellSpec]:
+    """pytest's -k on cell ids: each word is a case-insensitive substring test."""
+    if not expression:
+        return cells
+    tokens = re.findall(r"\(|\)|[^\s()]+", expression)
+    allowed = {"and", "or", "not", "(", ")"}
+
+    def matches(cell_id: str) -> bool:
+        code = " ".join(t if t in allowed else repr(t.lower() in cell_id.lower()) for t in tokens)
+        try:
+            return bool(eval(code, {"__builtins__": {}}, {}))  # noqa: S307 - only booleans, and/or/not, parentheses
+        except SyntaxError:
+            raise SpecError(f"-k {expression!r} is not an expression of words, and/or/not and parentheses") from None
+
+    return [c for c in cells if matches(c.id)]
+
+
+def _cells(args: argparse.Namespace) -> list[CellSpec]:
+    given = args.matrix or ("nightly" if args.gpu else "smoke")
+    path = Path(given)
+    if not (path.suffix == ".toml" or path.exists()):
+        path = Path("benchmarks") / f"{given}.toml"
+    cells = select(list(load_matrix(path).cells), args.select)
+    if not cells:
+        raise SpecError(f"no cell of {path} matches -k {args.select!r}")
+    return cells
+
+
+def _sources(args: argparse.Namespace):
+    from .envs import pip_sources
+
+    return pip_sources().with_extra(index_url=args.index_url, extra_index_urls=args.extra_index_url,
+                                    find_links=args.find_links)
+
+
+def main(args: argparse.Namespace) -> int:
+    from ..data import glue_dir_from_env
+    from .ab import DEFAULT_CONFIDENCE, run_ab
+    from .envs import EnvError, build, parse_spec
+
+    say = lambda text: print(text, flush=True)  # noqa: E731
+    confidence = args.confidence or DEFAULT_CONFIDENCE
+    try:
+        cells = _cells(args)
+        sources = _sources(args)
+
+        def compare(spec_a, spec_b, rounds):
+            a, b = build(spec_a, sources, say=say), build(spec_b, sources, say=say)
+            return run_ab(cells, a, b, rounds=rounds, results_dir=args.results_dir, use_cuda=args.gpu,
+                          glue_dir=glue_dir_from_env(), confidence=confidence, say=say)
+
+        if args.command == "ab":
+            result = compare(parse_spec(args.spec_a), parse_spec(args.spec_b), args.rounds)
+            print(result.render())
+            return 1 if result.slower() else 0
+        from .bisect import BisectError, bisect
+
+        try:
+            found = bisect(args.package, args.good, args.bad, sources=sources, compare=compare, rounds=args.rounds,
+                           pre=args.pre, say=say)
+        except BisectError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        print(found.render())
+        return 0 if found.first_bad else 1
+    except (EnvError, SpecError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
