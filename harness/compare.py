@@ -133,8 +133,10 @@ class Row:
     cell_id: str
     old: CellResult
     new: CellResult
-    verdict: str  # faster, slower, unchanged, quality out of band, not comparable
+    verdict: str  # faster, slower, unchanged, inconclusive, more memory, quality out of band, not comparable
     detail: str = ""
+    noise: float | None = None  # the two sides' relative noise of samples/s, combined
+    interval: tuple[float, float] | None = None  # of new/old samples/s, from the repeats (both sides >= 5)
 
     def ratio(self, name: str) -> float | None:
         a, b = figure(self.old, name), figure(self.new, name)
@@ -183,9 +185,52 @@ def compare(old: Side, new: Side) -> Comparison:
             word = "unchanged"
         changes = recipe_changes(a.spec, b.spec)
         notes = [f"recipe differs: {', '.join(changes)}"] if changes else []
-        detail = "; ".join(notes + [f.line() for f in verdict.regressions()])
-        comparison.rows.append(Row(cell_id, a, b, word, detail))
+        row = Row(cell_id, a, b, word, "")
+        word, why = speed_verdict(row, word, limit_of(b))
+        row.verdict = word
+        row.detail = "; ".join(notes + ([why] if why else []) + [f.line() for f in verdict.regressions()])
+        comparison.rows.append(row)
     return comparison
+
+
+SPEED_METRIC = "train_samples_per_s"
+
+
+def limit_of(result: CellResult) -> float:
+    from .thresholds import DEFAULT_THRESHOLDS, resolve_thresholds
+
+    threshold = resolve_thresholds(DEFAULT_THRESHOLDS, result.spec.thresholds).get(SPEED_METRIC)
+    return threshold.limit if threshold is not None and threshold.relative else 0.05
+
+
+def repeat_values(result: CellResult, metric: str = SPEED_METRIC) -> list[float]:
+    return [float(r[metric]) for r in result.samples.get("repeats") or [] if isinstance(r.get(metric), (int, float))]
+
+
+def speed_verdict(row: Row, word: str, limit: float) -> tuple[str, str]:
+    """The samples/s verdict with the noise in view.  With five repeats or more a side, the
+    A/B interval decides (``upgrade/ab.py``: faster, slower, unchanged, inconclusive); else
+    the gate's word stands, except that ``unchanged`` becomes ``inconclusive`` where the
+    two sides' noise is wider than the threshold: it cannot tell a change of that size."""
+    from .gate import noise_of
+
+    a, b = repeat_values(row.old), repeat_values(row.new)
+    noises = [noise_of(r, SPEED_METRIC) for r in (row.old, row.new)]
+    row.noise = math.sqrt(sum(n * n for n in noises)) if any(noises) else None
+    if word in ("quality out of band", "more memory"):
+        return word, ""
+    if len(a) >= 5 and len(b) >= 5:
+        from .upgrade.ab import ratio_interval, verdict_of
+
+        ratio = ratio_interval(a, b)
+        row.interval = (ratio.low, ratio.high)
+        found = verdict_of(ratio, limit, higher_is_better=True)
+        return found, (f"new/old {ratio.estimate:.3f} [{ratio.low:.3f}, {ratio.high:.3f}] "
+                       f"({ratio.confidence:.0%} interval over {len(a)}+{len(b)} repeats, threshold {limit:.0%})")
+    if word == "unchanged" and row.noise is not None and row.noise > limit:
+        return "inconclusive", (f"noise {row.noise:.0%} is wider than the {limit:.0%} threshold: "
+                                "a change of that size cannot be told from noise (measure with --repeats 5)")
+    return word, ""
 
 
 # ---------------------------------------------------------------- by axis
@@ -258,7 +303,8 @@ def _fmt(value: float | None, name: str) -> str:
     return f"{value:.1f}"
 
 
-HEADERS = ["cell"] + [h for _, label in FIGURES for h in (f"{label} old", f"{label} new")] + ["samples/s ratio", "verdict"]
+HEADERS = (["cell"] + [h for _, label in FIGURES for h in (f"{label} old", f"{label} new")]
+           + ["samples/s ratio", "noise", "verdict"])
 
 
 def table_rows(comparison: Comparison) -> list[list[str]]:
@@ -268,7 +314,8 @@ def table_rows(comparison: Comparison) -> list[list[str]]:
         for name, _ in FIGURES:
             cells += [_fmt(figure(row.old, name), name), _fmt(figure(row.new, name), name)]
         ratio = row.ratio("train_samples_per_s")
-        cells += ["-" if ratio is None else f"{ratio:.3f}x", row.verdict]
+        cells += ["-" if ratio is None else f"{ratio:.3f}x", "-" if row.noise is None else f"±{row.noise:.1%}",
+                  row.verdict]
         rows.append(cells)
     return rows
 
@@ -278,16 +325,16 @@ def render(comparison: Comparison, fmt: str = "table") -> str:
         buffer = io.StringIO()
         writer = csv.writer(buffer)
         names = [f"{n}_{s}" for n, _ in FIGURES for s in ("old", "new")]
-        writer.writerow(["cell", *names, "train_samples_per_s_ratio", "verdict"])
+        writer.writerow(["cell", *names, "train_samples_per_s_ratio", "train_samples_per_s_noise", "verdict"])
         for row in comparison.rows:
             values = [row.cell_id]
             for name, _ in FIGURES:
                 values += [figure(row.old, name), figure(row.new, name)]
-            writer.writerow([*values, row.ratio("train_samples_per_s"), row.verdict])
+            writer.writerow([*values, row.ratio("train_samples_per_s"), row.noise, row.verdict])
         for cell_id in comparison.only_old:
-            writer.writerow([cell_id, *[""] * (2 * len(FIGURES) + 1), "only in old"])
+            writer.writerow([cell_id, *[""] * (2 * len(FIGURES) + 2), "only in old"])
         for cell_id in comparison.only_new:
-            writer.writerow([cell_id, *[""] * (2 * len(FIGURES) + 1), "only in new"])
+            writer.writerow([cell_id, *[""] * (2 * len(FIGURES) + 2), "only in new"])
         return buffer.getvalue()
 
     tablefmt = "github" if fmt == "markdown" else "simple"
@@ -322,9 +369,13 @@ def render(comparison: Comparison, fmt: str = "table") -> str:
     regressions = comparison.regressions()
     out.append(f"{len(comparison.rows)} cells compared: {len(regressions)} slower or out of band, "
                f"{sum(r.verdict == 'faster' for r in comparison.rows)} faster, "
-               f"{sum(r.verdict == 'unchanged' for r in comparison.rows)} unchanged within noise.")
+               f"{sum(r.verdict == 'unchanged' for r in comparison.rows)} unchanged within noise, "
+               f"{sum(r.verdict == 'inconclusive' for r in comparison.rows)} inconclusive (cannot tell).")
     for row in regressions:
         out.append(f"- {row.cell_id}: {row.detail}")
+    for row in comparison.rows:
+        if row.verdict == "inconclusive":
+            out.append(f"- {row.cell_id}: inconclusive: {row.detail}")
     return "\n".join(out) + "\n"
 
 

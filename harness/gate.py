@@ -129,9 +129,8 @@ def env_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     out = [f"{k} {old.get(k)} -> {new.get(k)}" for k in keys if k in old and k in new and old.get(k) != new.get(k)]
     old_libs, new_libs = old.get("libraries", {}) or {}, new.get("libraries", {}) or {}
     if "packages" in old and "packages" in new:
-        old_libs, new_libs = {**old_libs, **old["packages"]}, {**new_libs, **new["packages"]}
-        old_libs = {_pkg(k): v for k, v in old_libs.items()}
-        new_libs = {_pkg(k): v for k, v in new_libs.items()}
+        old_libs = {_pkg(k): v for k, v in old["packages"].items()}  # every package (`libraries` is a few of them)
+        new_libs = {_pkg(k): v for k, v in new["packages"].items()}
     for name in sorted(set(old_libs) | set(new_libs)):
         if old_libs.get(name) != new_libs.get(name):
             out.append(f"{name} {old_libs.get(name) or '(none)'} -> {new_libs.get(name) or '(none)'}")

@@ -135,3 +135,37 @@ def test_compare_judges_with_the_thresholds_the_results_were_produced_under(tmp_
     old = make_run(tmp_path / "old2", "r1", OLD_ENV, strict)
     new = make_run(tmp_path / "new2", "r2", OLD_ENV, strict, slow={strict[0].id})
     assert [r.verdict for r in compare(load_side(old), load_side(new)).rows] == ["slower"]
+
+
+def _pair(tmp_path, ratio, noise, repeats=None):
+    from dataclasses import replace
+
+    from harness.compare import Side
+
+    spec = CellSpec(max_steps=30)
+    base = CellResult(spec=spec, status="ok", run_id="old", env=OLD_ENV, metrics={"train_samples_per_s": 100.0},
+                      samples={"noise": {"train_samples_per_s": noise}})
+    new = replace(base, run_id="new", metrics={"train_samples_per_s": 100.0 * ratio})
+    if repeats:
+        base.samples["repeats"] = [{"train_samples_per_s": v} for v in repeats[0]]
+        new.samples = {"noise": {"train_samples_per_s": noise}, "repeats": [{"train_samples_per_s": v} for v in repeats[1]]}
+    return compare(Side("old", {spec.id: base}, OLD_ENV), Side("new", {spec.id: new}, OLD_ENV))
+
+
+def test_a_change_inside_wide_noise_is_inconclusive_not_unchanged(tmp_path):
+    """0.44x with 80-100% noise was reported `unchanged`: it cannot be told from noise."""
+    (row,) = _pair(tmp_path, 0.44, 0.9).rows
+    assert row.verdict == "inconclusive" and row.noise == pytest.approx(0.9 * 2 ** 0.5)
+    assert "cannot be told from noise" in row.detail
+    text = render(_pair(tmp_path, 0.44, 0.9))
+    assert "±127.3%" in text and "1 inconclusive (cannot tell)" in text
+    assert _pair(tmp_path, 0.99, 0.01).rows[0].verdict == "unchanged"
+
+
+def test_with_five_repeats_a_side_compare_uses_the_a_b_interval(tmp_path):
+    slow = _pair(tmp_path, 0.8, 0.01, ([100, 101, 99, 100.5, 99.5], [80, 80.5, 79.5, 80.2, 79.8])).rows[0]
+    assert slow.verdict == "slower" and slow.interval[1] < 0.95
+    same = _pair(tmp_path, 1.0, 0.01, ([100, 101, 99, 100.5, 99.5], [100.2, 100.4, 99.6, 100.1, 99.9])).rows[0]
+    assert same.verdict == "unchanged"
+    noisy = _pair(tmp_path, 1.0, 0.3, ([100, 140, 70, 110, 90], [95, 130, 75, 105, 120])).rows[0]
+    assert noisy.verdict == "inconclusive"

@@ -252,6 +252,7 @@ def test_a_run_writes_its_cells_to_postgresql_reads_its_history_there_and_the_re
         cells = store.results()
         assert len(cells) == 2 and {r.run_id for r in cells} == {manifest["run_id"]}
         assert manifest["state"] == "complete" and manifest["store"]["behind"] == []
+        assert cells[0].env["matrix_sha256"] and cells[0].env["packages"]["torch"], "the wider environment record"
         for night in range(5):
             for cell in cells:
                 store.put_cell(replace(cell, run_id=f"2026110{night + 1}T020000Z-two-cpu"))

@@ -20,7 +20,6 @@ import pytest
 from harness.upgrade.ab import moses_k, ratio_interval, verdict_of
 from harness.upgrade.envs import EnvError, Sources, build, parse_spec, pip_sources
 
-
 # ---------------------------------------------------------------- statistics
 
 
@@ -239,3 +238,20 @@ def test_bisect_stops_when_the_slowdown_does_not_reproduce(tmp_path, tiny_bert_d
                     "--find-links", str(wheels), "--rounds", "5", cwd=tmp_path)
     assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-2000:]
     assert "stopped: the change does not reproduce" in done.stdout
+
+
+def test_what_changed_lists_every_real_difference_and_nothing_else():
+    from harness.env import environment
+    from harness.gate import env_changes
+
+    env = dict(environment())
+    assert env["packages"]["torch"] and env["packages_sha256"] and "OMP_NUM_THREADS" in env["threads"]
+    assert "mkldnn" in env["torch_build"] and "governor" in env["cpu_clock"]
+    assert env_changes(env, dict(env)) == []
+    other = dict(env, packages=dict(env["packages"], tokenizers="0.20.3", httpx="0.28.1"),
+                 threads=dict(env["threads"], OMP_NUM_THREADS="1"), cpu_clock=dict(env["cpu_clock"], mhz=1.0))
+    other["packages"].pop("numpy")
+    assert env_changes(env, other) == sorted([
+        "httpx (none) -> 0.28.1", f"numpy {env['packages']['numpy']} -> (none)",
+        f"tokenizers {env['packages']['tokenizers']} -> 0.20.3",
+    ]) + ["threads.OMP_NUM_THREADS None -> 1"], "a moving clock is not a difference"
