@@ -207,7 +207,8 @@ def test_ab_names_both_transformers_versions_and_what_else_moved(tmp_path, tiny_
     import transformers
 
     matrix = _matrix(tmp_path / "tiny.toml", tiny_bert_dir)
-    done = _harness("ab", "transformers==4.46.3", "current", "--matrix", str(matrix), "-k", "dynamic", "--rounds", "5",
+    current = f"transformers=={transformers.__version__}"  # built too: an overlay that changes nothing
+    done = _harness("ab", "transformers==4.46.3", current, "--matrix", str(matrix), "-k", "dynamic", "--rounds", "5",
                     cwd=tmp_path)
     if done.returncode == 2 and "could not resolve" in done.stderr:
         pytest.skip(f"transformers 4.46.3 cannot be fetched here: {done.stderr.strip()[-300:]}")
@@ -217,6 +218,7 @@ def test_ab_names_both_transformers_versions_and_what_else_moved(tmp_path, tiny_
     verdict = re.search(r"mrpc-tiny-bert0-dynamic-bs16-fp32 train_samples_per_s: (\w+( memory)?): B/A", done.stdout)
     assert verdict and verdict.group(1) in ("faster", "slower", "unchanged", "inconclusive"), done.stdout
     assert "error:" not in done.stdout, done.stdout
+    assert f"B: {current}: the current environment (nothing to change)" in done.stdout
 
 
 def test_bisect_names_the_release_that_slowed_training(tmp_path, tiny_bert_dir, wheels, env_cache):
