@@ -129,8 +129,9 @@ def env_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     out = [f"{k} {old.get(k)} -> {new.get(k)}" for k in keys if k in old and k in new and old.get(k) != new.get(k)]
     old_libs, new_libs = old.get("libraries", {}) or {}, new.get("libraries", {}) or {}
     if "packages" in old and "packages" in new:
-        old_libs = {_pkg(k): v for k, v in old["packages"].items()}  # every package (`libraries` is a few of them)
-        new_libs = {_pkg(k): v for k, v in new["packages"].items()}
+        # every package; `libraries` (a few of them, the headline) agrees with it in a real record
+        old_libs = {_pkg(k): v for k, v in {**old["packages"], **old_libs}.items()}
+        new_libs = {_pkg(k): v for k, v in {**new["packages"], **new_libs}.items()}
     for name in sorted(set(old_libs) | set(new_libs)):
         if old_libs.get(name) != new_libs.get(name):
             out.append(f"{name} {old_libs.get(name) or '(none)'} -> {new_libs.get(name) or '(none)'}")

@@ -253,6 +253,7 @@ def test_what_changed_lists_every_real_difference_and_nothing_else():
     other = dict(env, packages=dict(env["packages"], tokenizers="0.20.3", httpx="0.28.1"),
                  threads=dict(env["threads"], OMP_NUM_THREADS="1"), cpu_clock=dict(env["cpu_clock"], mhz=1.0))
     other["packages"].pop("numpy")
+    other["libraries"] = {k: v for k, v in env["libraries"].items() if k != "numpy"} | {"tokenizers": "0.20.3"}
     assert env_changes(env, other) == sorted([
         "httpx (none) -> 0.28.1", f"numpy {env['packages']['numpy']} -> (none)",
         f"tokenizers {env['packages']['tokenizers']} -> 0.20.3",
