@@ -27,6 +27,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                       "(or latest)")
     cmp_.add_argument("--store", metavar="URL", help=store_help)
     cmp_.add_argument("--format", choices=("table", "markdown", "csv"), default="table")
+    cmp_.add_argument("--only-changed", action="store_true", help="leave out the cells whose verdict is unchanged")
+    cmp_.add_argument("--sort", choices=("name", "ratio"), default="name", help="order of the rows (ratio: worst first)")
+    cmp_.add_argument("--wide", action="store_true", help="full cell ids (the table is otherwise at most 120 columns)")
     cmp_.add_argument("--output", type=Path, help="write here instead of standard output")
     cmp_.add_argument("--fail-on", choices=("regression", "never"), default="never",
                       help="exit 1 when a cell is slower, uses more memory or drops out of its quality band")
@@ -103,7 +106,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             else:
                 old, new = load_side(args.old), load_side(args.new)
             comparison = compare(old, new)
-            text = render(comparison, args.format)
+            text = render(comparison, args.format, only_changed=args.only_changed, sort=args.sort,
+                          width=None if args.wide else 120)
             if args.output:
                 args.output.write_text(text, encoding="utf-8")
             else:

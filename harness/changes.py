@@ -63,8 +63,13 @@ def load_series(store: Store | str | Path) -> dict[tuple[str, str], list[CellRes
         if not is_url(store) and not (Path(store) / "runs").is_dir():
             raise ResultsError(f"{store}: no runs/ folder with stored results")
         store = open_store(store)
+    return series_of(store.results())
+
+
+def series_of(results: Sequence[CellResult]) -> dict[tuple[str, str], list[CellResult]]:
+    """``load_series`` of results already loaded, in run order."""
     out: dict[tuple[str, str], list[CellResult]] = {}
-    for r in store.results():
+    for r in results:
         if not r.ok or (r.verdict or {}).get("verdict") == "disturbed" or r.metrics.get("disturbed"):
             continue
         out.setdefault((r.id, r.env.get("hardware_key", "")), []).append(r)
@@ -113,9 +118,11 @@ def change_points(values: Sequence[float]) -> tuple[list[int], float]:
     return starts, sigma
 
 
-def find_changes(results_dir: Store | str | Path, metrics: Sequence[str] = METRICS) -> list[Change]:
+def find_changes(results_dir: Store | str | Path | Sequence[CellResult], metrics: Sequence[str] = METRICS) -> list[Change]:
+    """Change points in every cell's history: from a store, or from results already loaded."""
     found: list[Change] = []
-    for (cell, key), results in sorted(load_series(results_dir).items()):
+    series = series_of(results_dir) if isinstance(results_dir, (list, tuple)) else load_series(results_dir)
+    for (cell, key), results in sorted(series.items()):
         for metric in metrics:
             points = [(r, float(r.metrics[metric])) for r in results
                       if isinstance(r.metrics.get(metric), (int, float)) and not isinstance(r.metrics.get(metric), bool)

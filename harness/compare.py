@@ -293,49 +293,106 @@ def _with_axis(spec: CellSpec, axis: str, value: Any) -> str:
 # ---------------------------------------------------------------- output
 
 
-def _fmt(value: float | None, name: str) -> str:
+MARKS = {"slower": "+", "more memory": "+", "quality out of band": "+", "faster": "-", "inconclusive": "?",
+         "not comparable": "x", "unchanged": " "}
+LEGEND = "+ worse (slower, more memory, quality out of band)  - faster  ? cannot tell (noise > threshold)  x not comparable"
+WIDTH = 120
+
+
+def _with_noise(value: float | None, noise: float | None) -> str:
     if value is None:
         return "-"
-    if name == "peak_memory":
-        return f"{value / 2**20:.0f} MiB"
-    if name.startswith("eval_"):
-        return f"{value:.3f}"
-    return f"{value:.1f}"
+    text = f"{value:.2f}" if value < 100 else f"{value:.1f}" if value < 10_000 else f"{value:.0f}"
+    return text + (f"±{noise:.0%}" if noise else "")
 
 
-HEADERS = (["cell"] + [h for _, label in FIGURES for h in (f"{label} old", f"{label} new")]
-           + ["samples/s ratio", "noise", "verdict"])
+def _quality(row: Row) -> str:
+    old, new = figure(row.old, "eval_f1"), figure(row.new, "eval_f1")
+    if new is None:
+        return "-"
+    return f"{new:.3f}" + (f"({new - old:+.3f})" if old is not None else "")
 
 
-def table_rows(comparison: Comparison) -> list[list[str]]:
+def table_rows(comparison: Comparison, *, only_changed: bool = False, sort: str = "name") -> list[list[str]]:
+    """One row per cell in the style of asv and pytest-benchmark: a marker, old and new
+    samples/s with their noise, the ratio, the memory ratio, F1 (and its change), the
+    verdict, and the cell last."""
+    from .gate import noise_of
+
+    chosen = [r for r in comparison.rows if not only_changed or r.verdict != "unchanged"]
+    if sort == "ratio":
+        chosen.sort(key=lambda r: (r.ratio(SPEED_METRIC) is None, r.ratio(SPEED_METRIC) or 0.0, r.cell_id))
     rows = []
-    for row in comparison.rows:
-        cells = [row.cell_id]
-        for name, _ in FIGURES:
-            cells += [_fmt(figure(row.old, name), name), _fmt(figure(row.new, name), name)]
-        ratio = row.ratio("train_samples_per_s")
-        cells += ["-" if ratio is None else f"{ratio:.3f}x", "-" if row.noise is None else f"±{row.noise:.1%}",
-                  row.verdict]
-        rows.append(cells)
+    for row in chosen:
+        ratio, memory = row.ratio(SPEED_METRIC), row.ratio("peak_memory")
+        rows.append([
+            MARKS.get(row.verdict, " "),
+            _with_noise(figure(row.old, SPEED_METRIC), noise_of(row.old, SPEED_METRIC)),
+            _with_noise(figure(row.new, SPEED_METRIC), noise_of(row.new, SPEED_METRIC)),
+            "-" if ratio is None else f"{ratio:.3f}",
+            "-" if memory is None else f"{memory:.2f}",
+            _quality(row),
+            row.verdict,
+            row.cell_id,
+        ])
     return rows
 
 
-def render(comparison: Comparison, fmt: str = "table") -> str:
+HEADERS = ["", "samples/s old", "new", "ratio", "mem ratio", "F1", "verdict", "cell"]
+
+
+def _fit(rows: list[list[str]], tablefmt: str, width: int) -> str:
+    """The table, its last column (the cell id) shortened from the left until it fits."""
+    text = tabulate(rows, headers=HEADERS, tablefmt=tablefmt, disable_numparse=True)
+    longest = max((len(line) for line in text.splitlines()), default=0)
+    if longest <= width or not rows:
+        return text
+    keep = max(12, max(len(r[-1]) for r in rows) - (longest - width))
+    cut = [[*r[:-1], r[-1] if len(r[-1]) <= keep else "…" + r[-1][-(keep - 1):]] for r in rows]
+    return tabulate(cut, headers=HEADERS, tablefmt=tablefmt, disable_numparse=True)
+
+
+CSV_COLUMNS = [
+    "cell", "train_samples_per_s_old", "train_samples_per_s_new", "train_samples_per_s_ratio",
+    "train_samples_per_s_change_pct", "threshold_pct", "noise_old_pct", "noise_new_pct", "noise_combined_pct",
+    "interval_low_ratio", "interval_high_ratio", "real_tokens_per_s_old", "real_tokens_per_s_new",
+    "peak_memory_old_MiB", "peak_memory_new_MiB", "eval_accuracy_old", "eval_accuracy_new", "eval_f1_old",
+    "eval_f1_new", "verdict",
+]
+
+
+def _csv(comparison: Comparison) -> str:
+    from .gate import noise_of
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(CSV_COLUMNS)
+    pct = lambda v: None if v is None else round(100 * v, 3)  # noqa: E731
+    mib = lambda v: None if v is None else round(v / 2**20, 1)  # noqa: E731
+    for row in comparison.rows:
+        ratio = row.ratio(SPEED_METRIC)
+        writer.writerow([
+            row.cell_id, figure(row.old, SPEED_METRIC), figure(row.new, SPEED_METRIC), ratio,
+            pct(ratio - 1) if ratio is not None else None, pct(-limit_of(row.new)),
+            pct(noise_of(row.old, SPEED_METRIC)), pct(noise_of(row.new, SPEED_METRIC)), pct(row.noise),
+            *(row.interval or (None, None)),
+            figure(row.old, "real_tokens_per_s"), figure(row.new, "real_tokens_per_s"),
+            mib(figure(row.old, "peak_memory")), mib(figure(row.new, "peak_memory")),
+            figure(row.old, "eval_accuracy"), figure(row.new, "eval_accuracy"),
+            figure(row.old, "eval_f1"), figure(row.new, "eval_f1"), row.verdict,
+        ])
+    for cell_id in comparison.only_old:
+        writer.writerow([cell_id, *[""] * (len(CSV_COLUMNS) - 2), "only in old"])
+    for cell_id in comparison.only_new:
+        writer.writerow([cell_id, *[""] * (len(CSV_COLUMNS) - 2), "only in new"])
+    return buffer.getvalue()
+
+
+def render(comparison: Comparison, fmt: str = "table", *, only_changed: bool = False, sort: str = "name",
+           width: int | None = WIDTH) -> str:
+    """``table`` (at most ``width`` columns; None: as wide as the ids), ``markdown`` or ``csv``."""
     if fmt == "csv":
-        buffer = io.StringIO()
-        writer = csv.writer(buffer)
-        names = [f"{n}_{s}" for n, _ in FIGURES for s in ("old", "new")]
-        writer.writerow(["cell", *names, "train_samples_per_s_ratio", "train_samples_per_s_noise", "verdict"])
-        for row in comparison.rows:
-            values = [row.cell_id]
-            for name, _ in FIGURES:
-                values += [figure(row.old, name), figure(row.new, name)]
-            writer.writerow([*values, row.ratio("train_samples_per_s"), row.noise, row.verdict])
-        for cell_id in comparison.only_old:
-            writer.writerow([cell_id, *[""] * (2 * len(FIGURES) + 2), "only in old"])
-        for cell_id in comparison.only_new:
-            writer.writerow([cell_id, *[""] * (2 * len(FIGURES) + 2), "only in new"])
-        return buffer.getvalue()
+        return _csv(comparison)
 
     tablefmt = "github" if fmt == "markdown" else "simple"
     md = fmt == "markdown"
@@ -351,7 +408,12 @@ def render(comparison: Comparison, fmt: str = "table") -> str:
         if side.partial:
             out.append(f"- note: {side.label} is a partial run (interrupted); some cells are missing")
     out.append("")
-    out.append(tabulate(table_rows(comparison), headers=HEADERS, tablefmt=tablefmt, disable_numparse=True))
+    rows = table_rows(comparison, only_changed=only_changed, sort=sort)
+    if md or width is None:
+        out.append(tabulate(rows, headers=HEADERS, tablefmt=tablefmt, disable_numparse=True))
+    else:
+        out.append(_fit(rows, tablefmt, width))
+    out.append(LEGEND + (f"; {len(comparison.rows) - len(rows)} unchanged cells not shown" if only_changed else ""))
     out.append("")
     summary = by_axis(comparison)
     if summary:
@@ -371,11 +433,13 @@ def render(comparison: Comparison, fmt: str = "table") -> str:
                f"{sum(r.verdict == 'faster' for r in comparison.rows)} faster, "
                f"{sum(r.verdict == 'unchanged' for r in comparison.rows)} unchanged within noise, "
                f"{sum(r.verdict == 'inconclusive' for r in comparison.rows)} inconclusive (cannot tell).")
-    for row in regressions:
-        out.append(f"- {row.cell_id}: {row.detail}")
-    for row in comparison.rows:
-        if row.verdict == "inconclusive":
-            out.append(f"- {row.cell_id}: inconclusive: {row.detail}")
+    notes = [f"- {row.cell_id}: {row.detail}" for row in regressions]
+    notes += [f"- {row.cell_id}: inconclusive: {row.detail}" for row in comparison.rows if row.verdict == "inconclusive"]
+    if width and not md:
+        import textwrap
+
+        notes = [textwrap.fill(n, width=width, subsequent_indent="    ", break_long_words=False) for n in notes]
+    out += notes
     return "\n".join(out) + "\n"
 
 

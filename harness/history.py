@@ -54,8 +54,13 @@ def load_frame(store: Store | str | Path) -> pd.DataFrame:
     """One row per cell per run, from a results folder or a database URL."""
     if not isinstance(store, Store):
         store = open_store(store)
+    return frame_of(store.runs())
+
+
+def frame_of(runs: list[tuple[dict[str, Any], list]]) -> pd.DataFrame:
+    """The frame of runs already loaded (``Store.runs()``)."""
     rows: list[dict[str, Any]] = []
-    for manifest, results in store.runs():
+    for manifest, results in runs:
         for r in results:
             spec, env, m = r.spec, r.env, r.metrics
             findings = (r.verdict or {}).get("findings") or []

@@ -49,6 +49,18 @@ class OverheadResult:
         }
 
 
+def cannot_run_here(cell: CellSpec, *, use_cuda: bool) -> str | None:
+    """Why ``cell`` cannot run on this machine's CPU, said without touching CUDA (on a GPU
+    run the child finds out, where CUDA is initialized); None when it may run."""
+    if use_cuda:
+        return None
+    if cell.precision == "fp16":
+        return "fp16 mixed precision (with loss scaling) needs a CUDA device; this run is on the CPU"
+    if cell.extra_training_args.get("tf32"):
+        return "tf32 is a CUDA (Ampere and newer) setting; this run is on the CPU"
+    return None
+
+
 def overhead_cell(cell: CellSpec, steps: int) -> CellSpec:
     return replace(cell, weights="random", max_steps=steps, evaluate=False, label="overhead")
 

@@ -137,6 +137,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "the committed baselines, round-robin without); python -m harness merge gives the night one verdict",
     )
     group.addoption(
+        "--benchmark-table", action="store_true", default=False,
+        help="also print pytest-benchmark's own timing table (off: the harness's summary says more)",
+    )
+    group.addoption(
         "--night", metavar="ID", default=os.environ.get("HARNESS_NIGHT") or None,
         help="the id a night's shard runs share, kept in each run's manifest (default: $HARNESS_NIGHT)",
     )
@@ -186,6 +190,7 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
+@pytest.hookimpl(trylast=True)  # after pytest-benchmark's, whose table it may quiet
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "harness_cell: a benchmark cell expanded from the matrix")
     if config.getoption("gpu"):
@@ -200,6 +205,19 @@ def pytest_configure(config: pytest.Config) -> None:
             )
     config.pluginmanager.register(HarnessSession(config), HarnessSession.name)
     _stop_cleanly_on_sigterm()
+    _quiet_benchmark_table(config)
+
+
+def _quiet_benchmark_table(config: pytest.Config) -> None:
+    """pytest-benchmark's timing table repeats the wall time of each cell's test, which the
+    harness's own summary already says better: shown only with --benchmark-table (or when
+    pytest-benchmark is asked to compare or draw)."""
+    session = getattr(config, "_benchmarksession", None)
+    if session is None or config.getoption("benchmark_table"):
+        return
+    if any(getattr(config.option, name, None) for name in ("benchmark_compare", "benchmark_histogram")):
+        return
+    session.display = lambda terminalreporter: None
 
 
 def _cuda_devices_in_a_child() -> dict[str, Any]:
@@ -247,6 +265,7 @@ class HarnessSession:
         self.use_cuda = bool(config.getoption("gpu"))
         self._run: BenchmarkRun | None = None
         self.searches: list[Any] = []  # --find-max-batch-size answers
+        self.refused: pytest.UsageError | None = None  # a matrix that could not be read
 
     def matrix_path(self) -> Path:
         given = self.config.getoption("matrix") or DEFAULT_MATRIX[self.use_cuda]
@@ -269,6 +288,15 @@ class HarnessSession:
                 raise pytest.UsageError(f"matrix refused: {exc}") from None
             self._run = BenchmarkRun(matrix, self.options(), say=self.progress)
         return self._run
+
+    def matrix_or_none(self) -> Matrix | None:
+        """The matrix, or None with the refusal kept: raised as a one-line usage error once
+        collection ends, not as a collection error under pytest's internals."""
+        try:
+            return self.run.matrix
+        except pytest.UsageError as exc:
+            self.refused = exc
+            return None
 
     @property
     def matrix(self) -> Matrix:
@@ -304,7 +332,10 @@ class HarnessSession:
 
     @pytest.hookimpl(trylast=True)
     def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]) -> None:
-        """--shard I/N: keep part I of the selection (after -k and the other filters)."""
+        """A refused matrix ends the run with its one-line reason; --shard I/N keeps part I of
+        the selection (after -k and the other filters)."""
+        if self.refused is not None:
+            raise self.refused
         shard = config.getoption("shard")
         if not shard:
             return
@@ -374,25 +405,41 @@ def _cell_id(item: pytest.Item) -> str | None:
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     session: HarnessSession = metafunc.config.pluginmanager.get_plugin(HarnessSession.name)
-    if "cell" in metafunc.fixturenames:
-        matrix = session.matrix
+    wanted = {"cell", "batch_search_cell", "overhead_target"} & set(metafunc.fixturenames)
+    if not wanted:
+        return
+    matrix = session.matrix_or_none()
+    if matrix is None:  # refused: raised as a usage error once collection ends
+        for name in wanted:
+            metafunc.parametrize(name, [], ids=[])
+        return
+    if "cell" in wanted:
         metafunc.parametrize("cell", list(matrix.cells), ids=matrix.ids)
-    elif "batch_search_cell" in metafunc.fixturenames:
+    elif "batch_search_cell" in wanted:
         from .maxbatch import group_key
 
         groups: dict[str, Any] = {}
-        for cell in session.matrix.cells:
+        for cell in matrix.cells:
             groups.setdefault(group_key(cell), cell)
         metafunc.parametrize("batch_search_cell", list(groups.values()), ids=list(groups))
+    else:  # the overhead check, on the cell the matrix opts in with ([matrix] overhead)
+        chosen = [c for c in matrix.cells if c.id == matrix.overhead]
+        metafunc.parametrize("overhead_target", chosen, ids=[c.id for c in chosen])
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """--find-max-batch-size runs only the batch-size searches; otherwise they are left out."""
     searching = config.getoption("find_max_batch_size")
+    session: HarnessSession | None = config.pluginmanager.get_plugin(HarnessSession.name)
+    matrix = session.matrix_or_none() if session is not None and any(
+        "overhead_target" in getattr(i, "fixturenames", ()) for i in items) else None
     keep, drop = [], []
     for item in items:
-        is_search = "batch_search_cell" in getattr(item, "fixturenames", ())
-        (keep if is_search == searching else drop).append(item)
+        names = getattr(item, "fixturenames", ())
+        is_search = "batch_search_cell" in names
+        # A matrix that does not opt into the overhead check leaves it out (no empty-set skip).
+        not_opted = "overhead_target" in names and (matrix is None or matrix.overhead is None or searching)
+        (keep if is_search == searching and not not_opted else drop).append(item)
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep

@@ -258,6 +258,9 @@ class Matrix:
     # [gate]: how history judges the matrix's cells (``window.py``).
     window: int = 20  # the last N good runs under the same recipe form the baseline
     confidence: float = 0.99  # two-sided Student-t prediction interval of the window
+    # [matrix] overhead = true | "CELL_ID": the cell whose bare-Trainer overhead check runs
+    # (benchmarks/test_overhead.py); None: the matrix does not opt in.
+    overhead: str | None = None
 
     def __len__(self) -> int:
         return len(self.cells)
@@ -300,9 +303,12 @@ def _parse_matrix(data: Mapping[str, Any], source: str, default_name: str) -> Ma
     if unknown:
         raise SpecError(f"unknown section(s) {unknown}; allowed: {list(_SECTIONS)}")
     meta = _table(data, "matrix")
-    bad_meta = sorted(set(meta) - {"name", "description"})
+    bad_meta = sorted(set(meta) - {"name", "description", "overhead"})
     if bad_meta:
-        raise SpecError(f"[matrix]: unknown key(s) {bad_meta}; allowed: ['name', 'description']")
+        raise SpecError(f"[matrix]: unknown key(s) {bad_meta}; allowed: ['name', 'description', 'overhead']")
+    overhead = meta.get("overhead", False)
+    if not isinstance(overhead, (bool, str)):
+        raise SpecError(f"[matrix] `overhead` must be true (the first cell) or a cell id, got {overhead!r}")
     name = meta.get("name", default_name)
     description = meta.get("description", "")
     gate = _table(data, "gate")
@@ -392,8 +398,12 @@ def _parse_matrix(data: Mapping[str, Any], source: str, default_name: str) -> Ma
                 f"or sweep the differing field in [axes] so it becomes part of the id"
             )
         seen[cell.id] = cell
+    if isinstance(overhead, str) and overhead not in seen:
+        raise SpecError(f"[matrix] `overhead` names {overhead!r}, which is not a cell of the matrix; "
+                        f"its cells: {sorted(seen)[:8]}{' ...' if len(seen) > 8 else ''}")
+    overhead_cell = (cells[0].id if overhead is True else overhead) or None
     return Matrix(name=str(name), description=str(description), cells=tuple(cells), source=source,
-                  window=window, confidence=float(confidence))
+                  window=window, confidence=float(confidence), overhead=overhead_cell)
 
 
 def _build_cell(raw: Mapping[str, Any]) -> CellSpec:

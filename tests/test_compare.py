@@ -57,8 +57,23 @@ def test_table_verdicts_env_diff_and_one_sided_cells(sides):
     assert c.only_old == [CELLS[-1].id] and c.only_new == ["mrpc-roberta-base-dynamic-bs32-fp32"]
     text = render(c)
     assert "torch 2.12.0 -> 2.13.0" in text and "a library, driver or setting comparison" in text
-    assert "0.900x" in text and f"{CELLS[-1].id} (only in old)" in text
+    assert "0.900" in text and f"{CELLS[-1].id} (only in old)" in text
     assert "2 slower or out of band" in text
+    table = [line for line in text.splitlines() if line.endswith(tuple(r.cell_id for r in c.rows))]
+    assert len(table) == len(c.rows) and max(map(len, text.splitlines())) <= 120
+    slowed = next(line for line in table if line.endswith(CELLS[0].id))
+    assert slowed.startswith("+") and "±1%" in slowed and "slower" in slowed
+
+
+def test_only_changed_and_sort_by_ratio(sides):
+    old, new = sides
+    c = compare(load_side(old), load_side(new))
+    text = render(c, only_changed=True, sort="ratio")
+    rows = [line for line in text.splitlines() if line.endswith(tuple(r.cell_id for r in c.rows))]
+    assert len(rows) == 2 and all(line.startswith("+") for line in rows)
+    assert f"{len(c.rows) - 2} unchanged cells not shown" in text
+    everything = [line for line in render(c, sort="ratio").splitlines() if line.endswith(tuple(r.cell_id for r in c.rows))]
+    assert everything[0].startswith("+"), "worst first"
 
 
 def test_markdown_and_csv(sides):
@@ -69,6 +84,10 @@ def test_markdown_and_csv(sides):
     rows = list(csv.DictReader(io.StringIO(render(c, "csv"))))
     by_id = {r["cell"]: r for r in rows}
     assert float(by_id[CELLS[0].id]["train_samples_per_s_ratio"]) == pytest.approx(0.9)
+    assert float(by_id[CELLS[0].id]["train_samples_per_s_change_pct"]) == pytest.approx(-10.0)
+    assert float(by_id[CELLS[0].id]["threshold_pct"]) == pytest.approx(-5.0)
+    assert float(by_id[CELLS[0].id]["noise_combined_pct"]) == pytest.approx(100 * 0.01 * 2 ** 0.5, rel=1e-3)
+    assert by_id[CELLS[0].id]["peak_memory_new_MiB"] == "953.7"
     assert by_id[CELLS[0].id]["verdict"] == "slower"
     assert by_id[CELLS[-1].id]["verdict"] == "only in old"
 
@@ -158,7 +177,7 @@ def test_a_change_inside_wide_noise_is_inconclusive_not_unchanged(tmp_path):
     assert row.verdict == "inconclusive" and row.noise == pytest.approx(0.9 * 2 ** 0.5)
     assert "cannot be told from noise" in row.detail
     text = render(_pair(tmp_path, 0.44, 0.9))
-    assert "±127.3%" in text and "1 inconclusive (cannot tell)" in text
+    assert "100.0±90%" in text and "44.00±90%" in text and "noise 127%" in text and "1 inconclusive (cannot tell)" in text
     assert _pair(tmp_path, 0.99, 0.01).rows[0].verdict == "unchanged"
 
 
