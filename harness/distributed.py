@@ -9,7 +9,7 @@ per-device throughput.  Scaling efficiency against the single-device cell is
 ``global samples/s / (N x single-device samples/s)``.
 
 On a multi-node cluster, launch the same worker with torchrun's rendezvous on every node
-(see the README): the worker does not care how it was started.
+(see docs/gpu.md): the worker does not care how it was started.
 """
 
 from __future__ import annotations
