@@ -123,7 +123,8 @@ def _table(rows: list[dict[str, Any]]) -> str:
             ("threshold", "s"), ("noise", "n"), ("peak mem MiB", "n"), ("acc", "n"), ("f1", "n"), ("run", "s"),
             ("note", "s")]
     out = ["<table id='verdicts' class='sortable'><thead><tr>"
-           + "".join(f"<th data-kind='{k}' title='click to sort'>{h}</th>" for h, k in head) + "</tr></thead><tbody>"]
+           + "".join(f"<th data-kind='{k}' class='{k}' title='click to sort'>{h}</th>" for h, k in head)
+           + "</tr></thead><tbody>"]
     for r in rows:
         attrs = " ".join(f"data-{a}='{html.escape(str(r[a]), quote=True)}'" for a in AXES)
         verdict = r["verdict"] or "-"
@@ -143,8 +144,8 @@ def _table(rows: list[dict[str, Any]]) -> str:
             (r["note"], html.escape(r["note"])),
         ]
         out.append(f"<tr {attrs}>" + "".join(
-            f"<td data-sort='{html.escape('' if key is None else str(key), quote=True)}'>{text}</td>"
-            for key, text in cells) + "</tr>")
+            f"<td class='{kind}' data-sort='{html.escape('' if key is None else str(key), quote=True)}'>{text}</td>"
+            for (key, text), (_, kind) in zip(cells, head)) + "</tr>")
     out.append("</tbody></table>")
     return "\n".join(out)
 
@@ -207,10 +208,15 @@ def chart_data(runs: list[tuple[dict[str, Any], list[CellResult]]], changes: lis
             cell["verdict"].append(_verdict(r))
             cell["threshold"] = _speed_finding(r).get("threshold") or cell.get("threshold")
     for cell_id, cell in cells.items():
-        good = [v for v, verdict in zip(cell["speed"], cell["verdict"]) if v is not None
-                and verdict not in ("regression", "error", "disturbed", "suspect")]
-        band = _band(good)
+        # The gate's window: good runs since the cell's last accepted change of level.
+        since = max((run_index[e["from_run"]] for e in accepted
+                     if e.get("cell") == cell_id and e.get("from_run") in run_index), default=-1)
+        good_points = [(x, v) for x, v, verdict in zip(cell["x"], cell["speed"], cell["verdict"]) if v is not None
+                       and x >= since and verdict not in ("regression", "error", "disturbed", "suspect")]
+        good = [v for _, v in good_points]
+        band = _band(good)  # None under 5 runs, as the gate
         cell["band"] = band
+        cell["band_from"] = good_points[-BAND_RUNS:][0][0] if band else None
         threshold = _threshold_fraction(cell.get("threshold"))
         if good and threshold is not None:
             cell["threshold_line"] = statistics.median(good[-BAND_RUNS:]) * (1 + threshold)
@@ -267,22 +273,24 @@ function draw(div) {
     const axis = k === 0 ? '' : String(k + 1);
     const top = 1 - k * (h + gap);
     layout['yaxis' + axis] = {domain: [top - h, top], title: {text: label, font: {size: 11}}};
+    const every = Math.max(1, Math.ceil(cell.x.length / 12)), ticks = cell.x.filter((_, j) => j % every === 0);
     layout['xaxis' + axis] = {anchor: 'y' + axis, matches: k === 0 ? undefined : 'x', showticklabels: k === n - 1,
-                              tickvals: cell.x, ticktext: cell.x.map(i => DATA.runs[i][0].slice(0, 15)),
+                              tickvals: ticks, ticktext: ticks.map(i => DATA.runs[i][0].slice(0, 15)),
                               tickangle: -30, tickfont: {size: 9}};
     traces.push({x: cell.x, y: cell[key], xaxis: 'x' + axis, yaxis: 'y' + axis, mode: 'lines+markers',
                  type: 'scatter', customdata: custom, hovertemplate: tpl,
                  marker: {size: 6, color: cell.verdict.map(v => COLOURS[v] || '#1565c0')}, line: {color: '#90a4ae'}});
+    const last = cell.x[cell.x.length - 1] + 0.5, from = (cell.band_from ?? cell.x[0]) - 0.5;
     if (k === 0 && cell.band) {
-      shapes.push({type: 'rect', xref: 'x', yref: 'y', x0: cell.x[0], x1: cell.x[cell.x.length - 1],
+      shapes.push({type: 'rect', xref: 'x', yref: 'y', x0: from, x1: last,
                    y0: cell.band[0], y1: cell.band[1], fillcolor: 'rgba(21,101,192,0.10)', line: {width: 0}});
-      annotations.push({xref: 'paper', yref: 'y', x: 0, y: cell.band[1], text: '99% band of the last 20 good runs',
+      annotations.push({xref: 'x', yref: 'y', x: from, y: cell.band[1], text: '99% band of the last 20 good runs',
                         showarrow: false, xanchor: 'left', yanchor: 'bottom', font: {size: 9, color: '#1565c0'}});
     }
     if (k === 0 && cell.threshold_line) {
-      shapes.push({type: 'line', xref: 'paper', yref: 'y', x0: 0, x1: 1, y0: cell.threshold_line,
+      shapes.push({type: 'line', xref: 'x', yref: 'y', x0: from, x1: last, y0: cell.threshold_line,
                    y1: cell.threshold_line, line: {color: '#c62828', dash: 'dot', width: 1}});
-      annotations.push({xref: 'paper', yref: 'y', x: 1, y: cell.threshold_line, text: 'threshold ' + cell.threshold,
+      annotations.push({xref: 'x', yref: 'y', x: last, y: cell.threshold_line, text: 'threshold ' + cell.threshold,
                         showarrow: false, xanchor: 'right', yanchor: 'top', font: {size: 9, color: '#c62828'}});
     }
   });
@@ -296,8 +304,8 @@ function draw(div) {
   cell.accepted.forEach(([i, why]) => {
     shapes.push({type: 'line', xref: 'x', yref: 'paper', x0: i - 0.5, x1: i - 0.5, y0: 0, y1: 1,
                  line: {color: '#2e7d32', width: 2}});
-    annotations.push({xref: 'x', yref: 'paper', x: i - 0.5, y: 0.5, text: 'accepted: ' + why, textangle: -90,
-                      showarrow: false, font: {size: 9, color: '#2e7d32'}});
+    annotations.push({xref: 'x', yref: 'paper', x: i - 0.5, y: 0, text: 'accepted', hovertext: why,
+                      showarrow: false, yanchor: 'top', font: {size: 9, color: '#2e7d32'}});
   });
   layout.shapes = shapes; layout.annotations = annotations;
   Plotly.newPlot(div, traces, layout, {displaylogo: false, responsive: true});
@@ -337,8 +345,8 @@ document.body.dataset.ready = '1';
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:1.5em;max-width:1200px}
 table{border-collapse:collapse;font-size:12px;margin:.5em 0}
-td,th{border:1px solid #ddd;padding:3px 7px;text-align:right;vertical-align:top}
-td:first-child,th:first-child{text-align:left}
+td,th{border:1px solid #ddd;padding:3px 7px;text-align:left;vertical-align:top}
+td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}
 th{background:#f5f5f5;cursor:pointer}
 .v{font-weight:bold;padding:1px 5px;border-radius:3px;color:#fff}
 .partial{background:#fff3e0;border:1px solid #fb8c00;padding:8px}
@@ -404,8 +412,10 @@ def build_report(source: str | Path, *, results_dir: str | Path | None = None) -
                  "Drag to zoom, double-click to reset.</p>")
     for cell_id, cell in sorted(data["cells"].items()):
         attrs = " ".join(f"data-{a}='{html.escape(str(cell[a]), quote=True)}'" for a in AXES)
+        panels = 1 + sum(cell[k] is not None for k in ("memory", "accuracy", "f1"))
         parts.append(f"<div class='cellbox' id='cell-{html.escape(cell_id)}' {attrs}>"
-                     f"<div class='chart' data-cell='{html.escape(cell_id, quote=True)}'></div></div>")
+                     f"<div class='chart' style='min-height:{140 + 150 * panels}px' "
+                     f"data-cell='{html.escape(cell_id, quote=True)}'></div></div>")
     parts += ["<h2 id='env'>Environments</h2>", _env_table(runs)]
     parts.append("<h2>Columns of the data</h2><ul>")
     parts += [f"<li><code>{name}</code>: {html.escape(text)}</li>" for name, text in COLUMNS.items()]
@@ -445,9 +455,9 @@ def _accepted_table(entries: list[dict[str, Any]]) -> str:
         f"<tr><td>{html.escape(e['cell'])}</td><td>{html.escape(e['from_run'])}</td><td>{html.escape(e.get('why', ''))}"
         f"</td><td>{html.escape(str(e.get('at', '')))}</td><td>{html.escape(str(e.get('by', '')))}</td></tr>"
         for e in entries)
-    return ("<h2 id='accepted'>Accepted changes</h2><p>Each cell's history window starts again at the first run of "
-            "its accepted new level.</p><table><tr><th>cell</th><th>from run</th><th>why</th><th>accepted at</th>"
-            f"<th>by</th></tr>{rows}</table>")
+    return (f"<details id='accepted'><summary>Accepted changes ({len(entries)}): each cell's history window starts "
+            "again at the first run of its accepted new level</summary><table><tr><th>cell</th><th>from run</th>"
+            f"<th>why</th><th>accepted at</th><th>by</th></tr>{rows}</table></details>")
 
 
 def write_report(source: str | Path, output: str | Path | None = None, *, csv_path: str | Path | None = None,

@@ -1,6 +1,7 @@
 """The HTML report: built from result sets made here, and loaded in a real headless browser."""
 
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -104,3 +105,51 @@ def test_report_draws_filters_and_sorts_in_a_real_browser(tmp_path):
             browser.close()
     assert errors == [], errors
     assert (tmp_path / "report.png").stat().st_size > 10_000
+
+
+def clone_history(root, cells: int, nights: int, *, seed: int = 0):
+    """A real committed result cloned into ``cells`` cells x ``nights`` nights, with 3%
+    noise and one 15% level shift in the last third: what a team's history looks like."""
+    import random
+    from dataclasses import replace
+
+    from harness.results import read_result
+
+    real = read_result(REAL)
+    rng = random.Random(seed)
+    specs = [replace(real.spec, checkpoint=c, padding=p, batch_size=b, precision=q)
+             for c in ("bert-base-uncased", "distilbert-base-uncased", "roberta-base") for p in ("dynamic", "max_length")
+             for b in (8, 16, 32) for q in ("fp32", "fp16", "bf16")][:cells]
+    shift = 2 * nights // 3
+    for night in range(nights):
+        run_id = f"2026{1 + night // 28:02d}{1 + night % 28:02d}T020000Z-nightly"
+        env = dict(real.env, harness_commit=f"{night:040x}")
+        writer = RunWriter(root, run_id, matrix="nightly", planned=[s.id for s in specs], env=env)
+        for spec in specs:
+            level = real.metrics["train_samples_per_s"] * (0.85 if night >= shift else 1.0)
+            metrics = dict(real.metrics, train_samples_per_s=level * (1 + rng.gauss(0, 0.03)))
+            doc = replace(real, spec=spec, run_id=run_id, env=env, metrics=metrics,
+                          finished_at=f"2026-{1 + night // 28:02d}-{1 + night % 28:02d}T02:30:00Z",
+                          verdict={"verdict": "pass", "findings": []})
+            writer.add(doc)
+        writer.close()
+
+
+REAL = Path(__file__).resolve().parents[1] / "results" / "runs" / "20261125T140250Z-smoke-cpu" / \
+    "mrpc-all-MiniLM-L6-v2-dynamic-bs8-fp32.json"
+
+
+def test_a_long_history_stays_one_offline_file_with_every_nights_commit(tmp_path):
+    """54 cells x 20 nights (the 120-night figure is measured in docs/compare-and-report.md):
+    under 8 MB, no remote src or href, every night's harness commit on the page."""
+    import re
+
+    clone_history(tmp_path, 54, 20)
+    page = build_report(tmp_path)
+    assert len(page.encode()) < 8 * 2**20
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page)
+    assert page.count("<script") == 3  # plotly, the data, the page's own: all inline
+    assert all(f"{night:040x}"[:12] in page for night in range(20))
+    assert page.count("class='cellbox'") == 54 and "0 of 54 cells regressed" in page
+    assert "change train samples per s" not in page  # drawn by the page's script from the data, not baked in
+    assert '"changes":[[13,"train_samples_per_s"' in page, "the level shift is found and marked"
