@@ -432,7 +432,7 @@ def offline_js(source: str) -> str:
     opens offline and holds no remote ``src`` or ``href``."""
     import re
 
-    return re.sub(r"""((?:src|href)\s*=\s*\\?["']?)h(ttps?:)""", lambda m: m.group(1) + "\\x68" + m.group(2), source)
+    return re.sub(r"""((?:src|href)\s*=\s*\\?["'`]?)h(ttps?:)""", lambda m: m.group(1) + "\\x68" + m.group(2), source)
 
 
 def _json(data: Any) -> str:

@@ -40,7 +40,7 @@ def test_report_holds_verdicts_charts_and_marks_partial_runs(tmp_path):
     assert "1 of 3 cells regressed" in page
     import re
 
-    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page), "the page must open offline: no remote src or href"
+    assert not re.search(r"""(src|href)\s*=\s*["'`]?(https?:)?//""", page), "the page must open offline: no remote src or href"
 
 
 def test_accepted_changes_are_shown(tmp_path):
@@ -147,7 +147,7 @@ def test_a_long_history_stays_one_offline_file_with_every_nights_commit(tmp_path
     clone_history(tmp_path, 54, 20)
     page = build_report(tmp_path)
     assert len(page.encode()) < 8 * 2**20
-    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page)
+    assert not re.search(r"""(src|href)\s*=\s*["'`]?(https?:)?//""", page)
     assert page.count("<script") == 3  # plotly, the data, the page's own: all inline
     assert all(f"{night:040x}"[:12] in page for night in range(20))
     assert page.count("class='cellbox'") == 54 and "0 of 54 cells regressed" in page
