@@ -89,6 +89,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     add_parsers(sub)
 
+    kit = sub.add_parser("gpu-kit", help="build what a GPU machine without network needs, to carry there")
+    kit.add_argument("--out", type=Path, default=Path("gpu-kit"), help="the folder (git-ignored; replaced)")
+    kit.add_argument("--glue-dir", type=Path, help="where MRPC lies (default: $GLUE_DIR)")
+    kit.add_argument("--no-wheels", action="store_true", help="leave out the wheels (the machine has them)")
+
     sim = sub.add_parser("simulate", help="the history gate on simulated nights: false alarms and detection")
     sim.add_argument("rest", nargs=argparse.REMAINDER, help="see python -m harness simulate -- --help")
 
@@ -152,6 +157,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(ingest(args.results_dir, store, args.runs).line(store))
             finally:
                 store.close()
+            return 0
+        if args.command == "gpu-kit":
+            from .gpukit import KitError, build
+
+            try:
+                manifest = build(args.out, args.glue_dir, wheels=not args.no_wheels)
+            except KitError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 2
+            print(f"kit: {args.out} ({manifest['bytes'] / 2**20:.1f} MiB); run there: bash {args.out}/run.sh")
             return 0
         if args.command in ("ab", "bisect"):
             from .upgrade.cli import main as upgrade_main

@@ -211,6 +211,10 @@ def start_postgres() -> PostgresServer:
     return PostgresServer(bindir)
 
 
+def pytest_addoption(parser):
+    parser.addoption("--gpu-out", default=None, help="where tests/test_gpu.py writes the figures it measured")
+
+
 @pytest.fixture(scope="session")
 def postgres_server():
     server = start_postgres()
