@@ -34,23 +34,24 @@ set -u
 KIT=$(cd "$(dirname "$0")" && pwd)
 ROOT=${HARNESS_ROOT:-$(cd "$KIT/.." && pwd)}   # the project checkout (the kit lives in it)
 OUT=${OUT:-$KIT/out}
+PY=${PYTHON:-python}   # the interpreter with torch (the machine's python by default)
 mkdir -p "$OUT"
 cd "$ROOT"
-python -m pip install --no-index --find-links "$KIT/wheels" psutil tabulate nvidia-ml-py >"$OUT/pip.log" 2>&1 \
+"$PY" -m pip install --no-index --find-links "$KIT/wheels" psutil tabulate nvidia-ml-py >"$OUT/pip.log" 2>&1 \
     || echo "pip: see pip.log (the wheels may already be installed)" >>"$OUT/summary.txt"
 export PYTHONPATH="$ROOT:$KIT/py${PYTHONPATH:+:$PYTHONPATH}"
 export GLUE_DIR="$KIT/glue" HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 PLUGIN="-p harness.pytest_plugin"
 # Installed (an entry point registers the plugin): no -p, or pytest would register it twice.
-python -c "import importlib.metadata as m; m.version('trainer-bench-harness')" 2>/dev/null && PLUGIN=""
+"$PY" -c "import importlib.metadata as m; m.version('trainer-bench-harness')" 2>/dev/null && PLUGIN=""
 {
     date -u
     nvidia-smi 2>&1 || echo "no nvidia-smi"
-    python -c "import torch, transformers
+    "$PY" -c "import torch, transformers
 print('torch', torch.__version__, 'cuda', torch.version.cuda, 'available', torch.cuda.is_available())
 print('transformers', transformers.__version__)"
 } >"$OUT/machine.txt" 2>&1
-python - <<'EOF' >"$OUT/kit-check.txt" 2>&1
+"$PY" - <<'EOF' >"$OUT/kit-check.txt" 2>&1
 from harness.data import load_task
 from harness.models import load_tokenizer, resolve
 data = load_task("mrpc")
@@ -59,11 +60,11 @@ print("all-MiniLM-L6-v2 resolves to", resolve("all-MiniLM-L6-v2"))
 print("tokenizer", type(load_tokenizer("all-MiniLM-L6-v2")).__name__)
 EOF
 echo "kit check: exit $?" >>"$OUT/summary.txt"
-python -m pytest $PLUGIN tests/test_gpu.py -m gpu -v -rs -p no:cacheprovider --junitxml "$OUT/gpu-tests.xml" \
+"$PY" -m pytest $PLUGIN tests/test_gpu.py -m gpu -v -rs -p no:cacheprovider --junitxml "$OUT/gpu-tests.xml" \
     --gpu-out "$OUT" >"$OUT/gpu-tests.log" 2>&1
 echo "gpu tests: exit $? ($(tail -n 1 "$OUT/gpu-tests.log"))" >>"$OUT/summary.txt"
-if python -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)"; then
-    python -m pytest $PLUGIN benchmarks/test_mrpc.py --gpu --matrix gpu-slice --repeats 3 -p no:cacheprovider \
+if "$PY" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)"; then
+    "$PY" -m pytest $PLUGIN benchmarks/test_mrpc.py --gpu --matrix gpu-slice --repeats 3 -p no:cacheprovider \
         --results-dir "$OUT/results" --baselines-dir "$OUT/baselines" --update-baselines -rsf \
         >"$OUT/gpu-slice.log" 2>&1
     echo "gpu-slice: exit $? ($(tail -n 1 "$OUT/gpu-slice.log"))" >>"$OUT/summary.txt"

@@ -4,6 +4,7 @@ collect and skip) and says that the GPU parts did not run."""
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,7 @@ def test_the_kit_builds_small_and_its_command_runs_the_cpu_safe_parts(tmp_path, 
     assert (kit / "minilm" / "model.safetensors").stat().st_size < 50 * 2**20, "weights in fp16"
     assert (kit / "glue" / "MRPC" / "train.tsv").is_file() and (kit / "run.sh").is_file()
     out = tmp_path / "out"
-    env = dict(os.environ, OUT=str(out), HARNESS_ROOT=str(ROOT))
+    env = dict(os.environ, OUT=str(out), HARNESS_ROOT=str(ROOT), PYTHON=sys.executable)
     env.pop("GLUE_DIR", None)
     done = subprocess.run(["bash", str(kit / "run.sh")], cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=600)
