@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from .history import COLUMNS, frame_of
+from .report import peak_memory
 from .results import CellResult, ResultsError
 from .store import is_url, open_store
 
@@ -43,12 +44,6 @@ def _speed_finding(result: CellResult) -> dict[str, Any]:
         if finding.get("metric") == SPEED:
             return finding
     return {}
-
-
-def _memory(result: CellResult) -> float | None:
-    m = result.metrics
-    value = m.get("peak_mem_reserved_bytes")
-    return value if value is not None else m.get("peak_rss_bytes")
 
 
 def _num(value: Any) -> float | None:
@@ -99,7 +94,7 @@ def verdict_rows(latest: list[CellResult], history: dict[str, list[CellResult]])
         rows.append({
             "cell": r.id, "run": r.run_id, "verdict": _verdict(r), "value": value, "baseline": baseline,
             "baseline_source": source, "change": change, "threshold": finding.get("threshold") or "",
-            "noise": noise, "memory": _memory(r), "accuracy": _quality_value(r, "eval_accuracy"),
+            "noise": noise, "memory": peak_memory(r)[1], "accuracy": _quality_value(r, "eval_accuracy"),
             "f1": _quality_value(r, "eval_f1"), "note": (r.reason or (r.verdict or {}).get("note") or "")[:160],
             **{axis: _axis(r, axis) for axis in AXES},
         })
@@ -201,7 +196,7 @@ def chart_data(runs: list[tuple[dict[str, Any], list[CellResult]]], changes: lis
                                            **{a: _axis(r, a) for a in AXES}})
             cell["x"].append(run_index[r.run_id])
             cell["speed"].append(_num(r.metrics.get(SPEED)))
-            memory = _memory(r)
+            memory = peak_memory(r)[1]  # reserved on a GPU, RSS on a CPU
             cell["memory"].append(round(memory / 2**20, 1) if memory is not None else None)
             cell["accuracy"].append(_quality_value(r, "eval_accuracy"))
             cell["f1"].append(_quality_value(r, "eval_f1"))
@@ -231,12 +226,14 @@ def chart_data(runs: list[tuple[dict[str, Any], list[CellResult]]], changes: lis
 
 
 def _threshold_fraction(text: str | None) -> float | None:
-    if not text or not str(text).endswith("%") or ":" not in str(text):
-        return None
+    """The signed relative limit of a threshold expression (-0.15 for ``...:-15%``)."""
+    from .thresholds import Threshold, ThresholdError
+
     try:
-        return float(str(text).split(":", 1)[1].rstrip("%")) / 100
-    except ValueError:
+        threshold = Threshold.parse(text) if text else None
+    except ThresholdError:
         return None
+    return threshold.bad_direction * threshold.limit if threshold is not None and threshold.relative else None
 
 
 def _filters(rows: list[dict[str, Any]]) -> str:

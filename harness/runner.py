@@ -266,7 +266,7 @@ def run_cell(
     scratch = tempfile.TemporaryDirectory(prefix=f"harness-{spec.id}-")
     trainer = prepared = None
     try:
-        user_callbacks(spec)
+        callbacks = user_callbacks(spec)  # a path that does not import is the cell's error, before any loading
     except SpecError as exc:
         return finish("error", str(exc))
     try:
@@ -276,7 +276,7 @@ def run_cell(
         counting = CountingCollator(prepared.collator())
         timer = StepTimer(use_cuda=use_cuda)
         trainer = prepared.make_trainer(
-            HarnessTrainer, train_collator=counting, callbacks=[timer, ProgressCallback(board), *user_callbacks(spec)]
+            HarnessTrainer, train_collator=counting, callbacks=[timer, ProgressCallback(board), *callbacks]
         )
         figures, samples = _train_and_evaluate(trainer, prepared, counting, timer, board)
         figures["majority_class_accuracy"] = prepared.data.majority_rate

@@ -139,6 +139,15 @@ class BenchmarkRun:
         except StoreError:
             return str(self.options.store)
 
+    def database(self) -> Store:
+        """The ``--store`` database, opened (and its schema made) on first use; a StoreError
+        when it cannot be reached, tried again at the next call."""
+        if self._sql is None:
+            from .store.sql import SqlStore
+
+            self._sql = SqlStore(self.options.store)
+        return self._sql
+
     def keep_in_store(self, what: str, write: Callable[[Store], None]) -> None:
         """Write to the database; a store that fails loses nothing (the run folder has it all),
         is named once in the progress lines and in the summary, and is caught up at the end
@@ -146,11 +155,7 @@ class BenchmarkRun:
         if not self.options.store:
             return
         try:
-            if self._sql is None:
-                from .store.sql import SqlStore
-
-                self._sql = SqlStore(self.options.store)
-            write(self._sql)
+            write(self.database())
         except StoreError as exc:
             if not self.store_behind:
                 kept = self.writer.dir if self.writer else "the run folder"
@@ -177,11 +182,7 @@ class BenchmarkRun:
             self._history = folder
             if self.options.store:
                 try:
-                    if self._sql is None:
-                        from .store.sql import SqlStore
-
-                        self._sql = SqlStore(self.options.store)
-                    self._history = self._sql
+                    self._history = self.database()
                 except StoreError as exc:
                     self.history_note = f"history read from {folder.location}: the store failed ({exc})"
                     self.say(self.history_note)
