@@ -1,7 +1,7 @@
 """``python -m harness compare OLD NEW`` | ``report RESULTS_DIR`` | ``calibrate RUN_DIR ...`` |
 ``accept CELL... --from RUN_ID -m WHY`` | ``changes [RESULTS_DIR]`` | ``ingest RESULTS_DIR --store URL`` |
 ``merge [SHARD_DIR...] [--night ID]`` | ``submit --shards N --executor local|slurm -- PYTEST_ARGS`` |
-``ab SPEC_A SPEC_B`` | ``bisect PACKAGE --good V1 --bad V2``.
+``ab SPEC_A SPEC_B`` | ``bisect PACKAGE --good V1 --bad V2`` | ``gpu-kit`` | ``ceilings --out FILE``.
 
 Wherever history is read (``report``, ``changes``, ``compare``, ``merge``), ``--store URL``
 reads it from a database instead of a results folder (default: ``$HARNESS_STORE``)."""
@@ -94,6 +94,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     kit.add_argument("--glue-dir", type=Path, help="where MRPC lies (default: $GLUE_DIR)")
     kit.add_argument("--no-wheels", action="store_true", help="leave out the wheels (the machine has them)")
 
+    ceil = sub.add_parser("ceilings", help="measure this GPU's matmul rates and copy bandwidth (for MFU against them)")
+    ceil.add_argument("--out", type=Path, required=True, help="the JSON file; name it in HARNESS_MEASURED_PEAKS")
+
     sim = sub.add_parser("simulate", help="the history gate on simulated nights: false alarms and detection")
     sim.add_argument("rest", nargs=argparse.REMAINDER, help="see python -m harness simulate -- --help")
 
@@ -166,7 +169,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             except KitError as exc:
                 print(f"error: {exc}", file=sys.stderr)
                 return 2
-            print(f"kit: {args.out} ({manifest['bytes'] / 2**20:.1f} MiB); run there: bash {args.out}/run.sh")
+            print(f"kit: {args.out} ({manifest['bytes'] / 2**20:.1f} MiB); run there: bash {args.out}/first_light.sh")
+            return 0
+        if args.command == "ceilings":
+            from .ceilings import write
+
+            try:
+                figures = write(args.out)
+            except RuntimeError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 2
+            rates = ", ".join(f"{k} {v:.1f}" for k, v in figures["matmul_tflops"].items())
+            print(f"{figures['device']}: matmul TFLOP/s {rates}; copy {figures['copy']['gbps']:.0f} GB/s -> {args.out}")
             return 0
         if args.command in ("ab", "bisect"):
             from .upgrade.cli import main as upgrade_main

@@ -38,8 +38,18 @@ def load_baseline(
 
 
 def write_baseline(result: CellResult, baselines_dir: str | Path) -> Path:
+    """Write ``result`` as its cell's baseline for its hardware key.  Refuses (ValueError) a
+    cell that did not finish, and one that was disturbed: another load shared the machine
+    while it ran, so its speed is not this machine's and every later night would be judged
+    against it."""
     if not result.ok:
         raise ValueError(f"{result.id}: only a finished cell can become a baseline (status {result.status})")
+    disturbed = result.metrics.get("disturbed")
+    if disturbed:
+        reason = " ".join(str(disturbed).split())
+        raise ValueError(
+            f"{result.id}: a disturbed cell cannot become a baseline ({reason}); measure it again on a quiet machine"
+        )
     path = baseline_path(baselines_dir, result.env["hardware_key"], result.id)
     document = result.to_dict()
     document["verdict"] = None  # a baseline is judged by nothing

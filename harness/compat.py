@@ -4,6 +4,8 @@
 * ``Trainer(tokenizer=...)`` became ``Trainer(processing_class=...)`` (4.46).
 * ``group_by_length=True`` became ``train_sampling_strategy="group_by_length"`` (5.x).
 * ``no_cuda`` became ``use_cpu`` (4.34).
+* ``from_pretrained(torch_dtype=...)`` became ``dtype=...`` (4.56), and 5.x loads a checkpoint
+  in the dtype it was saved in (``dtype="auto"``) where 4.x loaded float32.
 
 Callers write the new names; the shim maps them to what the installed version takes.
 """
@@ -49,6 +51,14 @@ def translate_training_kwargs(kwargs: dict[str, Any], fields: frozenset[str] | N
 
 def training_arguments(**kwargs: Any) -> transformers.TrainingArguments:
     return transformers.TrainingArguments(**translate_training_kwargs(kwargs))
+
+
+def model_dtype_kwargs(dtype: Any) -> dict[str, Any]:
+    """``dtype=`` on 4.56 and newer, ``torch_dtype=`` before: the dtype the weights load in."""
+    from packaging.version import Version
+
+    name = "dtype" if Version(transformers.__version__).release >= (4, 56) else "torch_dtype"
+    return {name: dtype}
 
 
 def trainer_processing_kwargs(tokenizer: Any) -> dict[str, Any]:

@@ -51,7 +51,11 @@ def find_max_batch_size(
     start: int = 8,
     limit: int = 4096,
     steps: int = 3,
+    resolution: float = 0.0,
 ) -> Search:
+    """``resolution``: stop bisecting once the first size out of memory is within this
+    fraction of the largest that fit (0: to one sample; 0.05 saves about half the probes
+    at the sizes a large GPU fits)."""
     search = Search(group_key(cell))
     probe = probe_cell(cell, steps)
 
@@ -78,7 +82,7 @@ def find_max_batch_size(
         search.first_oom = bad
         return search
     if bad is not None:
-        while bad - good > 1:
+        while bad - good > max(1, int(resolution * good)):
             mid = (good + bad) // 2
             ok = fits(mid)
             if ok is None:

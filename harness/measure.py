@@ -62,13 +62,20 @@ class CountingCollator:
 
 class StepTimer(TrainerCallback):
     """Marks the start of training, the end of each optimizer step, and the end of each
-    evaluation run during training (whose time is then left out of the next step)."""
+    evaluation run during training (whose time is then left out of the next step).
 
-    def __init__(self, use_cuda: bool):
+    Besides the per-step marks it takes two synchronized wall-clock readings, at the end of
+    the last warmup step and at the end of the last step: the timed window on the host's
+    clock, a check on the CUDA events over exactly the same steps.  Both sit on the window's
+    edges, so neither synchronization falls inside a timed step."""
+
+    def __init__(self, use_cuda: bool, warmup: int = 0):
         self.use_cuda = use_cuda
+        self.warmup = warmup
         self._marks: list[tuple[str, Any]] = []  # ("begin" | "step" | "eval", event or time)
         self._evals: list[tuple[int, int, dict[str, float]]] = []  # (mark index, global step, metrics)
         self._training = False
+        self._wall: dict[int, float] = {}  # global step -> synchronized perf_counter at its end
 
     def _mark(self, kind: str) -> None:
         if self.use_cuda:
@@ -81,11 +88,34 @@ class StepTimer(TrainerCallback):
             self._marks.append((kind, time.perf_counter()))
 
     def on_train_begin(self, args, state, control, **kwargs):
-        self._marks, self._evals, self._training = [], [], True
+        self._marks, self._evals, self._training, self._wall = [], [], True, {}
         self._mark("begin")
+        if self.warmup == 0:
+            self._synchronized_wall(0)
+
+    def _synchronized_wall(self, step: int) -> None:
+        if self.use_cuda:
+            import torch
+
+            torch.cuda.synchronize()
+        self._wall[step] = time.perf_counter()
 
     def on_step_end(self, args, state, control, **kwargs):
         self._mark("step")
+        if state.global_step == self.warmup or state.global_step == state.max_steps:
+            self._synchronized_wall(state.global_step)
+
+    def timed_wall_seconds(self) -> float | None:
+        """Host seconds from the end of the last warmup step to the end of the last step,
+        synchronized at both ends; None when an evaluation ran in between (its time is on
+        the host's clock but in no step) or a reading is missing."""
+        steps = [i for i, (kind, _) in enumerate(self._marks) if kind == "step"]
+        if len(steps) <= self.warmup or self.warmup not in self._wall or len(steps) not in self._wall:
+            return None
+        first = steps[self.warmup - 1] if self.warmup else 0
+        if any(kind == "eval" for kind, _ in self._marks[first:]):
+            return None
+        return self._wall[len(steps)] - self._wall[self.warmup]
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
         if self._training:  # an evaluation inside trainer.train(), not the final one

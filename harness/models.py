@@ -23,6 +23,7 @@ from typing import Any
 
 import transformers
 
+from . import compat
 from .flops import layer_parameters
 
 
@@ -114,15 +115,27 @@ def load_config(name: str, num_labels: int) -> tuple[Any, str]:
     return config, resolved.source
 
 
+# Mixed precision (fp16 and bf16 cells) keeps float32 master weights and autocasts the
+# matmuls; fp32 cells train in float32.  Every cell's weights load in float32, whatever the
+# checkpoint stores: transformers 5 loads a checkpoint in its saved dtype, so an fp16 file
+# would train fp16 weights (AdamW's eps of 1e-8 rounds to 0 in fp16: NaN) and an fp16 cell
+# would stop on "Attempting to unscale FP16 gradients".
+MASTER_DTYPE = "float32"
+
+
 def load_model(
     name: str, *, weights: str, num_labels: int, attn_implementation: str | None = None
 ) -> tuple[Any, dict[str, Any]]:
-    """Build the sequence-classification model; returns it with a record of where it came from."""
-    extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
+    """Build the sequence-classification model in float32 master weights; returns it with a
+    record of where it came from and the dtype the checkpoint stored."""
+    import torch
+
+    extra: dict[str, Any] = {"attn_implementation": attn_implementation} if attn_implementation else {}
+    extra.update(compat.model_dtype_kwargs(getattr(torch, MASTER_DTYPE)))
     if weights == "random":
         config, source = load_config(name, num_labels)
         model = transformers.AutoModelForSequenceClassification.from_config(config, **extra)
-        return model, {"checkpoint_source": source, "weights": "random", **_attention(model)}
+        return _master(model), {"checkpoint_source": source, "weights": "random", **_attention(model)}
     resolved = resolve(name)
     try:
         model = transformers.AutoModelForSequenceClassification.from_pretrained(
@@ -130,7 +143,18 @@ def load_model(
         )
     except (OSError, ValueError) as exc:
         raise CheckpointError(_load_failure("model", name, resolved, exc)) from exc
-    return model, {"checkpoint_source": resolved.source, "weights": "pretrained", **_attention(model)}
+    return _master(model), {"checkpoint_source": resolved.source, "weights": "pretrained", **_attention(model)}
+
+
+def _master(model: Any) -> Any:
+    """The model with every floating-point parameter and buffer in the master dtype (a
+    version that ignored the dtype argument is caught here, not in the optimizer)."""
+    import torch
+
+    dtype = getattr(torch, MASTER_DTYPE)
+    if any(t.is_floating_point() and t.dtype != dtype for t in (*model.parameters(), *model.buffers())):
+        model = model.to(dtype)
+    return model
 
 
 def _attention(model: Any) -> dict[str, Any]:

@@ -38,7 +38,7 @@ from typing import Any
 
 import pytest
 
-from .launch.watch import DEFAULT_MAX_FOREIGN_CORES
+from .launch.watch import FOREIGN_CORES_PER_CORE, MIN_MAX_FOREIGN_CORES
 from .results import CellResult, RunWriter
 from .session import BenchmarkRun, RunOptions
 from .spec import Matrix, SpecError, load_matrix
@@ -103,9 +103,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "(default: the matrix's per-cell `timeout`, else derived from the cell's steps)",
     )
     group.addoption(
-        "--max-foreign-load", metavar="CORES", type=_non_negative_float, default=DEFAULT_MAX_FOREIGN_CORES,
+        "--max-foreign-load", metavar="CORES", type=_non_negative_float, default=None,
         help="other processes' mean CPU load (in cores) during a cell past which its speed is not judged "
-        f"(verdict `disturbed`; default: {DEFAULT_MAX_FOREIGN_CORES})",
+        f"(verdict `disturbed`; default: {FOREIGN_CORES_PER_CORE:g} x the machine's cores, at least "
+        f"{MIN_MAX_FOREIGN_CORES:g}: 0.1 on 2 cores, 0.8 on 16)",
     )
     group.addoption(
         "--find-max-batch-size", action="store_true", default=False,
@@ -394,6 +395,10 @@ class HarnessSession:
             tr.write_line(run.history_note, yellow=True)
         if run.updated:
             tr.write_line(f"baselines written ({len(run.updated)}): {run.updated[0].parent}")
+        if run.refused:
+            tr.write_line(f"baselines NOT written ({len(run.refused)}):", yellow=True, bold=True)
+            for line in run.refused:
+                tr.write_line(f"  {line}", yellow=True)
 
 
 def _cell_id(item: pytest.Item) -> str | None:

@@ -38,7 +38,7 @@ from .measure import (
     summarize_training,
 )
 from .models import CheckpointError, describe, load_model, load_tokenizer
-from .nvml import open_sampler
+from .nvml import cuda_device_uuid, open_sampler
 from .results import CellResult, utc_now
 from .sampling import StratifiedBatchOrder, epoch_mean_length
 from .spec import CellSpec, SpecError
@@ -143,10 +143,11 @@ def precision_unsupported(precision: str, use_cuda: bool, tf32: bool = False) ->
     return None
 
 
-def planned_optimizer_steps(spec: CellSpec, n_train: int, accumulation: int) -> int:
+def planned_optimizer_steps(spec: CellSpec, n_train: int, accumulation: int, drop_last: bool = False) -> int:
     if spec.max_steps > 0:
         return spec.max_steps
-    per_epoch = max(1, math.ceil(n_train / spec.batch_size) // accumulation)
+    batches = n_train // spec.batch_size if drop_last else math.ceil(n_train / spec.batch_size)
+    per_epoch = max(1, batches // accumulation)
     return int(math.ceil(per_epoch * spec.num_train_epochs))
 
 
@@ -183,8 +184,14 @@ def prepare_cell(
     }
 
     extra = {**RECIPE_DEFAULTS, **spec.extra_training_args}
+    if extra.get("torch_compile"):
+        # A compiled model recompiles for every new batch shape: MRPC's 3,668 pairs leave a
+        # partial last batch, which would recompile inside the timed steps.  Compiled cells
+        # train on full batches only (evaluation keeps every pair: ``_train_and_evaluate``
+        # compiles its shapes in an untimed pass first).
+        extra.setdefault("dataloader_drop_last", True)
     accumulation = int(extra.get("gradient_accumulation_steps", 1))
-    steps = planned_optimizer_steps(spec, len(tokenized.train), accumulation)
+    steps = planned_optimizer_steps(spec, len(tokenized.train), accumulation, bool(extra.get("dataloader_drop_last")))
     extra.setdefault("logging_steps", max(1, steps // LOSS_CURVE_POINTS))
     args = compat.training_arguments(
         output_dir=str(output_dir),
@@ -274,7 +281,7 @@ def run_cell(
             spec, use_cuda=use_cuda, output_dir=scratch.name, glue_dir=glue_dir, show_progress=show_progress
         )
         counting = CountingCollator(prepared.collator())
-        timer = StepTimer(use_cuda=use_cuda)
+        timer = StepTimer(use_cuda=use_cuda, warmup=spec.timing_warmup_steps)
         trainer = prepared.make_trainer(
             HarnessTrainer, train_collator=counting, callbacks=[timer, ProgressCallback(board), *callbacks]
         )
@@ -315,7 +322,8 @@ def _train_and_evaluate(
     nvml = None
     if use_cuda:
         torch.cuda.reset_peak_memory_stats()
-        nvml = open_sampler(torch.cuda.current_device())
+        device = torch.cuda.current_device()
+        nvml = open_sampler(device, uuid=cuda_device_uuid(device))
     sampler = Sampler(process_rss_bytes)
 
     _synchronize(use_cuda)
@@ -340,6 +348,11 @@ def _train_and_evaluate(
     if figures["timed_samples"] and epoch_mean:
         figures["timed_window_token_ratio"] = figures["timed_real_tokens"] / figures["timed_samples"] / epoch_mean
     figures["train_wall_s"] = train_wall
+    # The same timed steps on the host's clock, synchronized at both ends: the events' sum
+    # over it is 1.0 when the events time what the host waited for.
+    figures["timed_wall_s"] = timer.timed_wall_seconds()
+    if figures["timed_wall_s"]:
+        figures["event_wall_ratio"] = figures["timed_seconds"] / figures["timed_wall_s"]
     figures["train_samples"] = sum(b.samples for b in batches[: len(step_seconds) * accumulation])
     figures["world_size"] = world
     figures["global_batch_size"] = spec.batch_size * world * trainer.args.gradient_accumulation_steps
@@ -351,14 +364,14 @@ def _train_and_evaluate(
         figures["peak_mem_reserved_bytes"] = torch.cuda.max_memory_reserved()
         if nvml is not None:  # the device's own view: memory, power, energy, clocks, throttling
             figures.update(nvml.summary.figures(figures["train_samples"]))
-            figures["energy_source"] = nvml.summary.energy_source
-            figures["throttle_reasons"] = nvml.summary.throttle_reasons
     shape = prepared.provenance
     figures.update(mfu_figures(
         layer_params=shape["layer_parameters"], num_layers=shape["num_layers"], hidden_size=shape["hidden_size"],
         real_tokens=figures.pop("timed_real_tokens"), sum_sq_lengths=figures.pop("timed_sum_sq_lengths"),
         seconds=figures["timed_seconds"], gpu_name=torch.cuda.get_device_name() if use_cuda else None,
         precision=spec.precision, tf32=bool(spec.extra_training_args.get("tf32")), devices=world,
+        measured_peak_tflops=measured_peak_tflops(spec.precision, bool(spec.extra_training_args.get("tf32")))
+        if use_cuda else None,
     ))
 
     losses = [(e["step"], e["loss"]) for e in trainer.state.log_history if "loss" in e]
@@ -366,6 +379,8 @@ def _train_and_evaluate(
 
     if spec.evaluate:
         board.phase("evaluating")
+        if trainer.args.torch_compile:  # compile every evaluation shape outside the timed pass
+            trainer.evaluate()
         _synchronize(use_cuda)
         t0 = time.perf_counter()
         result = trainer.evaluate()
@@ -396,6 +411,27 @@ def _train_and_evaluate(
         every = max(1, len(nvml.summary.samples) // 200)
         samples["nvml"] = [vars(s) for s in nvml.summary.samples[::every]]
     return figures, samples
+
+
+MEASURED_PEAKS_ENV = "HARNESS_MEASURED_PEAKS"
+
+
+def measured_peak_tflops(precision: str, tf32: bool = False) -> float | None:
+    """The dense matmul rate measured on this device (``python -m harness ceilings --out
+    FILE``, named by ``HARNESS_MEASURED_PEAKS``) for the cell's precision; None without one."""
+    import json
+    import os
+
+    path = os.environ.get(MEASURED_PEAKS_ENV)
+    if not path:
+        return None
+    try:
+        peaks = json.loads(Path(path).read_text())["matmul_tflops"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    key = "tf32" if precision == "fp32" and tf32 else precision
+    value = peaks.get(key)
+    return float(value) if isinstance(value, (int, float)) else None
 
 
 def _real_lengths(dataset: FeatureDataset) -> list[int]:

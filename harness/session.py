@@ -17,7 +17,6 @@ from .accept import accepted_from
 from .baselines import load_baseline, write_baseline
 from .gate import Verdict, confirm_verdict, judge, needs_confirmation, repeated_suspect, suspect_verdict
 from .launch import cell_timeout_s, launch_cell
-from .launch.watch import DEFAULT_MAX_FOREIGN_CORES
 from .results import CellResult, ResultsError, RunWriter, new_run_id
 from .spec import CellSpec, Matrix
 from .stats import fold
@@ -34,7 +33,7 @@ class RunOptions:
     seeds: int | None = None  # None: every repeat at the cell's own seed
     confirm: int = 2
     cell_timeout_s: float | None = None  # None: the matrix's `timeout`, else derived from the steps
-    max_foreign_cores: float = DEFAULT_MAX_FOREIGN_CORES
+    max_foreign_cores: float | None = None  # None: scaled with the machine's cores
     update_baselines: bool = False
     trainer_progress: bool = False
     glue_dir: str | None = None
@@ -69,6 +68,7 @@ class BenchmarkRun:
         self._history: Store | None = None
         self.history_note: str | None = None  # why history was read from the folder, not the store
         self.updated: list[Path] = []  # baselines written by --update-baselines
+        self.refused: list[str] = []  # why --update-baselines wrote no baseline for a cell (one line each)
         self.started = 0  # cells started, for the progress line
 
     # ------------------------------------------------------------ keeping
@@ -295,7 +295,12 @@ class BenchmarkRun:
         path = self.record(result)
         updating = self.options.update_baselines
         if updating and result.ok:
-            self.updated.append(write_baseline(result, self.options.baselines_dir))
+            try:
+                self.updated.append(write_baseline(result, self.options.baselines_dir))
+            except ValueError as exc:  # a disturbed cell: said, and the other cells' baselines still written
+                self.refused.append(str(exc))
+                self.say(f"BASELINE NOT WRITTEN: {exc}")
+                return result, path, Outcome("skipped", f"baseline not written: {exc}")
         return result, path, outcome(result, verdict, baseline_error, updating=updating,
                                      baselines_dir=self.options.baselines_dir,
                                      require_baselines=self.options.require_baselines)

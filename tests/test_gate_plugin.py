@@ -268,6 +268,33 @@ def test_a_corrupt_baseline_gives_a_clear_error_and_the_rest_still_runs(project)
     result.stdout.fnmatch_lines([f"*{SPEED}: baseline unusable: {broken}: not valid JSON*"])
 
 
+def test_a_disturbed_cell_never_becomes_a_baseline(tmp_path):
+    from harness.baselines import write_baseline
+    from harness.results import CellResult
+    from harness.spec import CellSpec
+
+    result = CellResult(spec=CellSpec(max_steps=30), status="ok", run_id="r", env={"hardware_key": "cpu-test"},
+                        metrics={"train_samples_per_s": 100.0, "disturbed": "other processes used 1.20 CPU cores"})
+    with pytest.raises(ValueError, match=rf"^{result.id}: a disturbed cell cannot become a baseline "
+                                         r"\(other processes used 1.20 CPU cores\); measure it again on a quiet machine$"):
+        write_baseline(result, tmp_path)
+    assert not any(tmp_path.rglob("*.json"))
+
+
+def test_update_baselines_refuses_a_disturbed_cell_says_so_and_writes_the_others(project):
+    pytester, run = project
+    result = run({SPEED: [speed(disturbed="other processes on the GPU: pids [4242]")], QUALITY: [quality()]},
+                 "--update-baselines")
+    result.assert_outcomes(passed=1, skipped=1)
+    assert [f.name for f in baselines(pytester)] == [f"{QUALITY}.json"]
+    result.stdout.fnmatch_lines([
+        f"*BASELINE NOT WRITTEN: {SPEED}: a disturbed cell cannot become a baseline (other processes on the GPU*",
+        "baselines written (1): *",
+        "baselines NOT written (1):",
+        f"  {SPEED}: a disturbed cell cannot become a baseline (other processes on the GPU: pids ?4242?)*",
+    ])
+
+
 def test_seeds_mode_records_mean_and_std_and_sets_the_band(project):
     pytester, run = project
     result = run({SPEED: [speed()], QUALITY: [quality(acc=0.84), quality(acc=0.86), quality(acc=0.85)]},

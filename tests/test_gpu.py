@@ -2,8 +2,10 @@
 ``python -m harness gpu-kit`` then ``bash gpu-kit/run.sh`` on the device).
 
 Each execution runs in its own child process, as in a nightly run; this process never
-initializes CUDA.  Figures the checks measure go to ``--gpu-out`` (the kit's ``$OUT``) as
-``gpu-checks.json``, whatever the outcome.
+initializes CUDA.  Figures the checks measure go to ``--gpu-out`` (the kit's work folder) as
+``gpu-checks.json``, rewritten after every test, so a call stopped at its time limit keeps
+what was measured before it.  Five runs of one bert-base cell serve the memory, timing and
+noise checks together (a lent GPU's minutes are few).
 """
 
 import json
@@ -29,7 +31,7 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not _cuda(), reason="no CUDA d
 FIGURES: dict = {}
 
 
-@pytest.fixture(scope="module", autouse=True)
+@pytest.fixture(autouse=True)
 def keep_figures(request):
     yield
     out = request.config.getoption("gpu_out")
@@ -48,27 +50,33 @@ BERT = CellSpec(checkpoint="bert-base-uncased", weights="random", tokenizer="all
 MINILM = CellSpec(checkpoint="all-MiniLM-L6-v2", batch_size=32, num_train_epochs=3)
 
 
-def test_allocator_and_nvml_peaks_are_both_recorded_and_nvml_holds_the_allocators():
-    r = run(BERT)
-    assert r.ok, r.reason
-    m = r.metrics
+@pytest.fixture(scope="module")
+def bert_runs():
+    """Five executions of the bf16 batch-32 bert-base cell, each in its own process."""
+    runs = [run(BERT) for _ in range(5)]
+    for r in runs:
+        assert r.ok, r.reason
+    return runs
+
+
+def test_allocator_and_nvml_peaks_are_both_recorded_and_nvml_holds_the_allocators(bert_runs):
+    m = bert_runs[0].metrics
     FIGURES["peaks"] = {k: m.get(k) for k in ("peak_mem_allocated_bytes", "peak_mem_reserved_bytes",
                                               "peak_device_mem_used_bytes")}
     assert m["peak_mem_allocated_bytes"] > 0 and m["peak_device_mem_used_bytes"] > 0
     assert m["peak_device_mem_used_bytes"] >= m["peak_mem_reserved_bytes"] >= m["peak_mem_allocated_bytes"]
 
 
-def test_cuda_event_step_times_agree_with_the_synchronized_wall_clock():
-    """The timed window's CUDA-event seconds against train_wall_s scaled to the same steps:
-    the wall clock brackets warmup and the timed steps, so the timed share must be close."""
-    r = run(BERT)
-    assert r.ok, r.reason
-    steps = r.samples["step_seconds"]
-    warm = BERT.timing_warmup_steps
-    events = sum(steps[warm:])
-    wall_per_step = (r.metrics["train_wall_s"] - sum(steps[:warm])) / len(steps[warm:])
-    FIGURES["timing"] = {"event_s": events, "wall_per_step_s": wall_per_step, "event_per_step_s": events / len(steps[warm:])}
-    assert events / len(steps[warm:]) == pytest.approx(wall_per_step, rel=0.02)
+def test_cuda_event_step_times_agree_with_the_synchronized_wall_clock(bert_runs):
+    """The timed steps' CUDA-event seconds against the host's perf_counter over the very same
+    steps, synchronized at the end of warmup and at the last step (not train_wall_s, which
+    also holds the optimizer's and dataloader's set-up and the end of training)."""
+    m = bert_runs[0].metrics
+    events = sum(bert_runs[0].samples["step_seconds"][BERT.timing_warmup_steps:])
+    FIGURES["timing"] = [{k: r.metrics.get(k) for k in ("timed_seconds", "timed_wall_s", "event_wall_ratio", "train_wall_s")}
+                         for r in bert_runs]
+    assert events == pytest.approx(m["timed_seconds"])
+    assert m["timed_wall_s"] and m["timed_seconds"] == pytest.approx(m["timed_wall_s"], rel=0.02)
 
 
 @pytest.mark.parametrize("precision", ["fp16", "bf16"])
@@ -94,31 +102,38 @@ def test_a_cell_far_too_big_is_an_oom_naming_its_batch_and_the_next_cell_measure
     assert after.ok and after.metrics["train_samples_per_s"] > 0
 
 
-def test_the_max_batch_search_answer_trains_and_one_step_above_does_not():
+def test_the_max_batch_search_answer_trains_and_the_first_oom_does_not():
+    """To 5% resolution: bisection stops once the bounds are within 5% of each other (the
+    search is many children; the first-light call leaves this test out)."""
     from harness.maxbatch import find_max_batch_size, probe_cell
 
     cell = replace(BERT, max_length=512, padding="max_length")
-    found = find_max_batch_size(cell, lambda c: run(c, timeout_s=600), start=64, limit=8192)
+    found = find_max_batch_size(cell, lambda c: run(c, timeout_s=600), start=64, limit=8192, resolution=0.05)
     FIGURES["max_batch"] = found.to_dict()
     assert found.error is None and found.max_batch_size and found.first_oom
+    assert found.first_oom - found.max_batch_size <= max(1, 0.05 * found.max_batch_size)
     assert run(replace(probe_cell(cell, 3), batch_size=found.max_batch_size)).ok
     assert run(replace(probe_cell(cell, 3), batch_size=found.first_oom)).status == "oom"
 
 
-def test_energy_from_the_counter_agrees_with_mean_power_times_time():
-    r = run(replace(BERT, max_steps=300))
+def test_energy_three_ways_agree_on_a_run_long_enough_to_mean_something():
+    """The device's energy counter, the trapezoid integral of sampled power and mean power x
+    time, over 640 steps: on Hopper the power reading is a 1-second average, so on a short
+    run the sampled power lags the counter; over tens of seconds the three agree."""
+    r = run(replace(BERT, max_steps=640))
     assert r.ok, r.reason
     m = r.metrics
-    FIGURES["energy"] = {k: m.get(k) for k in ("energy_j", "mean_power_w", "train_wall_s", "energy_per_sample_j")}
-    assert m["energy_j"] == pytest.approx(m["mean_power_w"] * m["train_wall_s"], rel=0.10)
+    FIGURES["energy"] = {k: m.get(k) for k in ("energy_j", "energy_source", "energy_counter_j", "energy_integral_j",
+                                               "energy_mean_power_j", "mean_power_w", "sampled_seconds", "train_wall_s",
+                                               "energy_per_sample_j")}
+    assert m["energy_integral_j"] and m["energy_mean_power_j"]
+    assert m["energy_integral_j"] == pytest.approx(m["energy_mean_power_j"], rel=0.05)
+    if m["energy_counter_j"] is not None:
+        assert m["energy_counter_j"] == pytest.approx(m["energy_integral_j"], rel=0.10)
 
 
-def test_throughput_noise_of_five_repeats_in_separate_processes_is_recorded():
-    values = []
-    for _ in range(5):
-        r = run(BERT)
-        assert r.ok, r.reason
-        values.append(r.metrics["train_samples_per_s"])
+def test_throughput_noise_of_five_repeats_in_separate_processes_is_recorded(bert_runs):
+    values = [r.metrics["train_samples_per_s"] for r in bert_runs]
     cv = statistics.stdev(values) / statistics.fmean(values)
     FIGURES["noise"] = {"samples_per_s": values, "cv": cv, "goal": 0.01}
     assert cv < 0.05, f"coefficient of variation {cv:.2%} (goal under 1%)"

@@ -11,14 +11,16 @@ import subprocess
 import sys
 import textwrap
 import time
+import types
 from pathlib import Path
 
+import psutil
 import pytest
 
 from harness.launch import cell_timeout_s, default_timeout_s, launch_cell
 from harness.launch.process import run_child
 from harness.launch.progress import Board, create, read
-from harness.launch.watch import Watch, disturbance
+from harness.launch.watch import Watch, default_max_foreign_cores, disturbance
 from harness.measure import BatchCount, summarize_training
 from harness.spec import CellSpec, SpecError
 
@@ -160,45 +162,119 @@ def test_a_foreign_cpu_load_marks_the_cell_disturbed(tiny_cell):
     assert "other processes used" in result.metrics["disturbed"]
 
 
-def test_disturbance_from_the_gpu_side_is_read_through_nvml():
-    class Proc:
-        def __init__(self, pid):
-            self.pid = pid
+class GpuNvml:
+    """NVML of one device with the processes ``pids`` on it (a fake for the watch)."""
 
-    class FakeNvml:
-        NVML_CLOCK_SM, NVML_CLOCK_MEM, NVML_TEMPERATURE_GPU = 1, 2, 0
+    NVML_CLOCK_SM, NVML_CLOCK_MEM, NVML_TEMPERATURE_GPU = 1, 2, 0
 
-        def nvmlInit(self):
-            pass
+    def __init__(self, pids):
+        self.pids = list(pids)
 
-        def nvmlDeviceGetHandleByIndex(self, i):
-            return i
+    def nvmlInit(self):
+        pass
 
-        def nvmlDeviceGetComputeRunningProcesses(self, h):
-            return [Proc(os.getpid()), Proc(999999)]
+    def nvmlDeviceGetHandleByIndex(self, i):
+        return i
 
-        def nvmlDeviceGetGraphicsRunningProcesses(self, h):
-            return []
+    def nvmlDeviceGetComputeRunningProcesses(self, h):
+        return [types.SimpleNamespace(pid=pid) for pid in self.pids]
 
-        def nvmlDeviceGetClockInfo(self, h, which):
-            return 1980 if which == 1 else 2619
+    def nvmlDeviceGetGraphicsRunningProcesses(self, h):
+        return []
 
-        def nvmlDeviceGetTemperature(self, h, which):
-            return 41
+    def nvmlDeviceGetClockInfo(self, h, which):
+        return 1980 if which == 1 else 2619
 
-        def nvmlDeviceGetEnforcedPowerLimit(self, h):
-            return 700000
+    def nvmlDeviceGetTemperature(self, h, which):
+        return 41
 
-        def nvmlDeviceGetCurrentClocksThrottleReasons(self, h):
-            return 0x4
+    def nvmlDeviceGetEnforcedPowerLimit(self, h):
+        return 700000
 
-    watch = Watch(os.getpid(), use_cuda=True, nvml=FakeNvml())
+    def nvmlDeviceGetCurrentClocksThrottleReasons(self, h):
+        return 0x4
+
+
+@pytest.fixture
+def processes():
+    """Start real processes; each is killed and reaped at the end, by its own handle."""
+    started = []
+
+    def start(*argv):
+        proc = subprocess.Popen(list(argv))
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.kill()
+        proc.wait()
+
+
+def _grandchild(proc) -> int:
+    """The pid of the one process ``proc`` (a shell) started."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        children = psutil.Process(proc.pid).children()
+        if children:
+            return children[0].pid
+        time.sleep(0.02)
+    raise AssertionError("the shell started nothing")
+
+
+def _missing_pids(n):
+    """Pids no process in this namespace can have: past the kernel's pid_max."""
+    pid_max = Path("/proc/sys/kernel/pid_max")
+    top = int(pid_max.read_text()) if pid_max.exists() else 2**22
+    return [top + 1 + i for i in range(n)]
+
+
+def test_gpu_processes_are_ours_foreign_or_unattributable(processes):
+    child = processes("sh", "-c", "sleep 30 & wait")
+    trainer = _grandchild(child)  # the child's descendant, as torchrun's ranks are
+    foreign = processes("sleep", "30")  # ours to start, but not in the watched tree
+    (gone,) = _missing_pids(1)
+    watch = Watch(child.pid, use_cuda=True, nvml=GpuNvml([trainer, foreign.pid, gone]))
     summary = watch.summary()
     gpu = summary["gpu"]
-    assert gpu["foreign_processes"] == [999999]
+    assert gpu["our_processes"] == [trainer]
+    assert gpu["foreign_processes"] == [foreign.pid]
+    assert gpu["unattributed_processes"] == [gone] and "recorded, not judged" in gpu["unattributed_note"]
     assert gpu["start"] == {"sm_clock_mhz": 1980, "mem_clock_mhz": 2619, "temperature_c": 41, "power_limit_w": 700.0,
-                            "throttle_reasons": ["sw_power_cap"]}
-    assert "other processes on the GPU: pids [999999]" in disturbance(summary)
+                            "throttle_reasons": ["sw_power_cap"], "nvml_errors": []}
+    reason = disturbance(summary)
+    assert f"other processes on the GPU: pids [{foreign.pid}]" in reason and str(gone) not in reason
+
+
+def test_a_zygotes_tree_is_ours_on_the_gpu(processes):
+    child = processes("sleep", "30")
+    zygote = processes("sh", "-c", "sleep 30 & wait")
+    forked = _grandchild(zygote)
+    watch = Watch(child.pid, use_cuda=True, starters=(zygote.pid,), nvml=GpuNvml([forked]))
+    summary = watch.summary()
+    assert summary["gpu"]["our_processes"] == [forked] and summary["gpu"]["foreign_processes"] == []
+    assert disturbance(summary) is None
+
+
+def test_in_a_container_one_unattributable_process_is_presumed_ours_and_two_disturb(processes):
+    child = processes("sleep", "30")
+    one, two = _missing_pids(2)  # host pids, as NVML reports them inside a container
+    alone = Watch(child.pid, use_cuda=True, nvml=GpuNvml([one])).summary()
+    assert alone["gpu"]["unattributed_processes"] == [one] and alone["gpu"]["foreign_processes"] == []
+    assert "at most one is presumed ours" in alone["gpu"]["unattributed_note"]
+    assert disturbance(alone) is None
+    shared = Watch(child.pid, use_cuda=True, nvml=GpuNvml([one, two])).summary()
+    assert shared["gpu"]["unattributed_processes"] == [one, two]
+    assert "at most one is presumed ours" in shared["gpu"]["unattributed_note"]
+    assert f"2 processes on the GPU not visible from here (pids [{one}, {two}])" in disturbance(shared)
+
+
+def test_the_foreign_cpu_limit_scales_with_the_cores():
+    assert default_max_foreign_cores(1) == default_max_foreign_cores(2) == 0.1  # calibrated on 2 cores
+    assert default_max_foreign_cores(16) == pytest.approx(0.8)
+    assert Watch(os.getpid()).max_foreign_cores == default_max_foreign_cores(psutil.cpu_count())
+    assert Watch(os.getpid(), max_foreign_cores=0.3).max_foreign_cores == 0.3
+    assert Watch(os.getpid()).summary()["max_foreign_cores"] == default_max_foreign_cores(psutil.cpu_count())
 
 
 def test_the_headline_of_repeats_is_derived_from_stored_raw_samples(tiny_cell):

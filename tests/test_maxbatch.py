@@ -51,3 +51,14 @@ def test_the_limit_and_errors_end_the_search():
 def test_groups_are_checkpoint_padding_precision():
     assert group_key(CellSpec(batch_size=8)) == group_key(CellSpec(batch_size=32))
     assert group_key(CellSpec(padding="max_length")) != group_key(CellSpec())
+
+
+def test_a_resolution_stops_the_bisection_early_with_the_answer_still_fitting():
+    run, exact_calls = fake_runner(capacity=1000)
+    exact = find_max_batch_size(CellSpec(), run, start=64)
+    run, coarse_calls = fake_runner(capacity=1000)
+    coarse = find_max_batch_size(CellSpec(), run, start=64, resolution=0.05)
+    assert exact.max_batch_size == 1000 and exact.first_oom == 1001
+    assert coarse.max_batch_size <= 1000 < coarse.first_oom, "still a size that fits and one that does not"
+    assert coarse.first_oom - coarse.max_batch_size <= 0.05 * coarse.max_batch_size
+    assert len(coarse_calls) < len(exact_calls)

@@ -54,32 +54,62 @@ def test_sampler_keeps_peak_and_a_final_reading():
     assert sampler.peak == 5.0 and len(sampler.samples) >= 4
 
 
+class State:
+    def __init__(self, max_steps=0):
+        self.global_step, self.max_steps = 0, max_steps
+
+
 def test_step_timer_marks_every_step_on_the_cpu():
-    timer = StepTimer(use_cuda=False)
-    timer.on_train_begin(None, None, None)
+    timer, state = StepTimer(use_cuda=False), State(3)
+    timer.on_train_begin(None, state, None)
     for _ in range(3):
         time.sleep(0.01)
-        timer.on_step_end(None, None, None)
+        state.global_step += 1
+        timer.on_step_end(None, state, None)
     steps = timer.step_seconds()
     assert len(steps) == 3 and all(s >= 0.009 for s in steps)
 
 
+def test_the_timed_window_on_the_host_clock_spans_exactly_the_steps_after_warmup():
+    timer, state = StepTimer(use_cuda=False, warmup=2), State(5)
+    timer.on_train_begin(None, state, None)
+    for _ in range(5):
+        time.sleep(0.01)
+        state.global_step += 1
+        timer.on_step_end(None, state, None)
+    steps = timer.step_seconds()
+    assert timer.timed_wall_seconds() == pytest.approx(sum(steps[2:]), rel=1e-2)
+    assert 0.025 < timer.timed_wall_seconds() < sum(steps)
+
+
+def test_no_host_window_when_an_evaluation_ran_inside_it_or_training_stopped_early():
+    timer, state = StepTimer(use_cuda=False, warmup=1), State(3)
+    timer.on_train_begin(None, state, None)
+    for step in (1, 2):
+        state.global_step = step
+        timer.on_step_end(None, state, None)
+    timer.on_evaluate(None, state, None, metrics={})
+    assert timer.timed_wall_seconds() is None, "step 3 never ended"
+    state.global_step = 3
+    timer.on_step_end(None, state, None)
+    assert timer.timed_wall_seconds() is None, "the evaluation's time is in no step"
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA events need a GPU")
 def test_step_timer_uses_cuda_events():  # pragma: no cover - GPU only
-    timer = StepTimer(use_cuda=True)
-    timer.on_train_begin(None, None, None)
+    timer, state = StepTimer(use_cuda=True, warmup=1), State(2)
+    timer.on_train_begin(None, state, None)
     x = torch.randn(2048, 2048, device="cuda")
     for _ in range(2):
         x = x @ x
-        timer.on_step_end(None, None, None)
+        state.global_step += 1
+        timer.on_step_end(None, state, None)
     assert all(s > 0 for s in timer.step_seconds())
+    assert timer.timed_wall_seconds() == pytest.approx(timer.step_seconds()[1], rel=0.2)
 
 
 def test_evaluation_during_training_is_left_out_of_the_steps_and_gives_a_curve():
-    class State:
-        global_step = 0
-
-    timer, state = StepTimer(use_cuda=False), State()
+    timer, state = StepTimer(use_cuda=False), State(3)
     timer.on_train_begin(None, state, None)
     for step in (1, 2):
         time.sleep(0.01)

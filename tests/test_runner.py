@@ -81,3 +81,17 @@ def test_gradient_accumulation_counts_every_batch(tiny_cell):
     result = run_cell(cell, run_id="t", use_cuda=False)
     assert result.status == "ok", result.reason
     assert result.metrics["timed_samples"] == 4 * 2 * 4
+
+
+def test_a_compiled_cell_trains_on_full_batches_only(tiny_cell, tmp_path):
+    """A partial last batch would recompile a compiled model inside the timed steps: compiled
+    cells drop it, and their planned steps count full batches (3,668 pairs: 28 of 128)."""
+    from harness.runner import planned_optimizer_steps, prepare_cell
+
+    cell = tiny_cell(batch_size=128, max_steps=-1, num_train_epochs=1, training_args=(("torch_compile", True),))
+    prepared = prepare_cell(cell, use_cuda=False, output_dir=tmp_path)
+    assert prepared.args.torch_compile and prepared.args.dataloader_drop_last
+    assert planned_optimizer_steps(cell, 3668, 1, drop_last=True) == 28
+    assert planned_optimizer_steps(cell, 3668, 1) == 29
+    plain = prepare_cell(tiny_cell(batch_size=128), use_cuda=False, output_dir=tmp_path)
+    assert not plain.args.dataloader_drop_last, "other cells keep every pair"

@@ -37,7 +37,7 @@ import psutil
 from ..results import CellResult, ResultsError, utc_now
 from ..spec import CellSpec
 from . import progress as progress_file
-from .watch import DEFAULT_MAX_FOREIGN_CORES, Watch
+from .watch import Watch
 
 TAIL_LINES = 30  # lines of a dead child's output kept in its error
 KILL_GRACE_S = 10.0  # between SIGTERM and SIGKILL to a timed-out process group
@@ -368,7 +368,7 @@ def run_child(
     use_cuda: bool = False,
     env: dict[str, str] | None = None,
     echo: bool = False,
-    max_foreign_cores: float = DEFAULT_MAX_FOREIGN_CORES,
+    max_foreign_cores: float | None = None,  # None: scaled with the machine's cores (watch.default_max_foreign_cores)
     python: str | None = None,
 ) -> ChildOutcome:
     """Run ``harness.worker`` with ``args`` in a new process group and watch it.
@@ -466,7 +466,7 @@ def launch_cell(
     show_progress: bool = False,
     keep_logs_in: Path | None = None,
     log_name: str | None = None,
-    max_foreign_cores: float = DEFAULT_MAX_FOREIGN_CORES,
+    max_foreign_cores: float | None = None,
     env: dict[str, Any] | None = None,
     python: str | None = None,
 ) -> CellResult:

@@ -8,6 +8,9 @@ NVML (which never initializes CUDA): other processes on the device, SM and memor
 throttle reasons, temperature and power limit at the start and the end.
 
 A cell run beside a foreign load past the limit is *disturbed*: its speed is not judged.
+Each process NVML lists on the device is ours (in the child's or its zygote's tree),
+foreign (a process this pid namespace sees that is not ours: that disturbs), or
+unattributable (not visible from here: in a container NVML reports host pids).
 """
 
 from __future__ import annotations
@@ -22,10 +25,19 @@ import psutil
 # Other processes' mean load during a cell, in cores, past which its speed is not judged.
 # Measured on 2 cores: a quiet cell sees 0.01 to 0.03; another pytest started beside a
 # 35-s cell (about 8 CPU-seconds: 0.19 to 0.24 cores on average) cost it 30% of its speed.
-DEFAULT_MAX_FOREIGN_CORES = 0.1
+# So 0.1 on 2 cores.  A machine with more cores has more background (daemons, the driver's
+# threads, monitoring) and more room for it, so the default scales with the cores: 0.05 a
+# core, never under 0.1 (0.8 on a 16-core GPU machine).  ``--max-foreign-load`` overrides it.
+FOREIGN_CORES_PER_CORE = 0.05
+MIN_MAX_FOREIGN_CORES = 0.1
 # A watch shorter than this says nothing about a load (one burst of a system daemon over a
 # fraction of a second reads as a whole core): it is recorded, not turned into `disturbed`.
 MIN_WATCH_S = 3.0
+
+
+def default_max_foreign_cores(cores: int) -> float:
+    """The foreign CPU load, in cores, past which a cell is disturbed when no limit is given."""
+    return max(MIN_MAX_FOREIGN_CORES, FOREIGN_CORES_PER_CORE * cores)
 
 
 def _busy_seconds(times: Any) -> float:
@@ -33,31 +45,35 @@ def _busy_seconds(times: Any) -> float:
 
 
 def visible_gpu_handle(nvml: Any) -> Any:
-    """NVML handle of the first device CUDA will use (CUDA_VISIBLE_DEVICES, index or UUID)."""
+    """NVML handle of the first device CUDA will use: the first entry of CUDA_VISIBLE_DEVICES.
+
+    An entry is a UUID (``GPU-...``, bare, a unique prefix, ``MIG-...`` or the older
+    ``MIG-GPU-<uuid>/<gi>/<ci>``), found by UUID whatever NVML's order; or an index, taken
+    as NVML's, which is CUDA's only under CUDA_DEVICE_ORDER=PCI_BUS_ID (the watch never
+    initializes CUDA, so it cannot ask CUDA; set UUIDs where the order matters)."""
+    from ..nvml import handle_by_uuid
+
     first = (os.environ.get("CUDA_VISIBLE_DEVICES") or "0").split(",")[0].strip()
-    if first.startswith(("GPU-", "MIG-")):
-        return nvml.nvmlDeviceGetHandleByUUID(first)
-    return nvml.nvmlDeviceGetHandleByIndex(int(first or 0))
+    if first.lstrip("-").isdigit():
+        return nvml.nvmlDeviceGetHandleByIndex(int(first))
+    return handle_by_uuid(nvml, first)
 
 
 def gpu_state(nvml: Any, handle: Any) -> dict[str, Any]:
-    """Clocks, throttle reasons, temperature and power limit now; None where NVML cannot say."""
-    from ..nvml import THROTTLE_REASONS
+    """Clocks, throttle reasons, temperature and power limit now; None where NVML cannot say,
+    and then ``nvml_errors`` says why (a throttle state NVML could not read is None, not [])."""
+    from ..nvml import NvmlCalls, throttle_names
 
-    def get(fn: str, *args: Any) -> Any:
-        try:
-            return getattr(nvml, fn)(handle, *args)
-        except Exception:  # not supported on this device or driver
-            return None
-
-    mask = get("nvmlDeviceGetCurrentClocksThrottleReasons") or 0
-    limit = get("nvmlDeviceGetEnforcedPowerLimit")
+    calls = NvmlCalls(nvml, handle)
+    mask = calls.throttle_mask()
+    limit = calls.call("nvmlDeviceGetEnforcedPowerLimit")
     return {
-        "sm_clock_mhz": get("nvmlDeviceGetClockInfo", getattr(nvml, "NVML_CLOCK_SM", 1)),
-        "mem_clock_mhz": get("nvmlDeviceGetClockInfo", getattr(nvml, "NVML_CLOCK_MEM", 2)),
-        "temperature_c": get("nvmlDeviceGetTemperature", getattr(nvml, "NVML_TEMPERATURE_GPU", 0)),
+        "sm_clock_mhz": calls.call("nvmlDeviceGetClockInfo", getattr(nvml, "NVML_CLOCK_SM", 1)),
+        "mem_clock_mhz": calls.call("nvmlDeviceGetClockInfo", getattr(nvml, "NVML_CLOCK_MEM", 2)),
+        "temperature_c": calls.call("nvmlDeviceGetTemperature", getattr(nvml, "NVML_TEMPERATURE_GPU", 0)),
         "power_limit_w": limit / 1000.0 if limit else None,
-        "throttle_reasons": [name for bit, name in THROTTLE_REASONS.items() if mask & bit],
+        "throttle_reasons": throttle_names(mask) if mask is not None else None,
+        "nvml_errors": calls.error_list(),
     }
 
 
@@ -78,7 +94,7 @@ class Watch:
     pid: int
     use_cuda: bool = False
     starters: tuple[int, ...] = ()  # the zygote that forked the child: its tree is ours too
-    max_foreign_cores: float = DEFAULT_MAX_FOREIGN_CORES
+    max_foreign_cores: float | None = None  # None: default_max_foreign_cores(this machine's cores)
     nvml: Any = None  # the pynvml module (a fake in tests); opened lazily on a GPU
     _child: Any = None
     _t0: float = 0.0
@@ -89,12 +105,15 @@ class Watch:
     _foreign_peak_cores: float = 0.0
     _gpu_handle: Any = None
     _gpu_start: dict[str, Any] | None = None
-    _gpu_pids_seen: set[int] = field(default_factory=set)
+    _foreign_seen: set[int] = field(default_factory=set)  # on the GPU, visible here, not ours
+    _unattributed_seen: set[int] = field(default_factory=set)  # on the GPU, not visible from here
     _ours_seen: set[int] = field(default_factory=set)
     _error: str | None = None
 
     def __post_init__(self) -> None:
         self.cores = psutil.cpu_count() or 1
+        if self.max_foreign_cores is None:
+            self.max_foreign_cores = default_max_foreign_cores(self.cores)
         try:
             self._child = psutil.Process(self.pid)
         except psutil.Error:
@@ -160,21 +179,29 @@ class Watch:
         return mine
 
     def _our_pids(self) -> set[int]:
+        """This process, the child and its descendants, and the starters' trees (the zygote
+        and what it forked): the same tree ``_ours`` counts CPU time for."""
         pids = {os.getpid(), self.pid}
-        if self._child is not None:
+        for root in [self._child, *self._starters]:
+            if root is None:
+                continue
+            pids.add(root.pid)
             try:
-                pids |= {p.pid for p in self._child.children(recursive=True)}
+                pids |= {p.pid for p in root.children(recursive=True)}
             except psutil.Error:
-                pass
+                continue
         return pids
 
     def _sample_gpu(self) -> None:
+        """Sort the device's processes now, while their pids still name them: ours, foreign
+        (visible in this pid namespace, not ours) or unattributable (not visible here)."""
         if self._gpu_handle is None:
             return
         seen = gpu_pids(self.nvml, self._gpu_handle)
         ours = self._our_pids()
         self._ours_seen |= seen & ours
-        self._gpu_pids_seen |= seen - ours
+        for pid in seen - ours:
+            (self._foreign_seen if psutil.pid_exists(pid) else self._unattributed_seen).add(pid)
 
     def sample(self) -> None:
         """Called by the launcher's wait loop, about once a second."""
@@ -204,17 +231,39 @@ class Watch:
             "max_foreign_cores": self.max_foreign_cores,
         }
         if self.use_cuda:
-            foreign_gpu = sorted(self._gpu_pids_seen)
-            if not self._ours_seen and len(foreign_gpu) == 1:
-                foreign_gpu = []  # another pid namespace (a container): the one process is ours
+            foreign = sorted(self._foreign_seen - self._ours_seen)
+            unattributed = sorted(self._unattributed_seen - self._ours_seen - self._foreign_seen)
             out["gpu"] = {
                 "start": self._gpu_start,
                 "end": gpu_state(self.nvml, self._gpu_handle) if self._gpu_handle is not None else None,
-                "foreign_processes": foreign_gpu,
+                "our_processes": sorted(self._ours_seen),
+                "foreign_processes": foreign,
+                "unattributed_processes": unattributed,
+                "unattributed_note": unattributed_note(unattributed, bool(self._ours_seen)),
                 "error": self._error,
             }
         out["disturbed"] = disturbance(out)
         return out
+
+
+def unattributed_disturbs(gpu: dict[str, Any]) -> bool:
+    """More than one process we cannot see, and none of ours seen: NVML is reporting another
+    namespace's pids (a container), at most one of them can be this cell, so another
+    process shared the GPU."""
+    return not gpu.get("our_processes") and len(gpu.get("unattributed_processes") or []) > 1
+
+
+def unattributed_note(unattributed: list[int], ours_seen: bool) -> str | None:
+    """What the pids NVML listed but this pid namespace cannot see were taken to be."""
+    if not unattributed:
+        return None
+    pids = f"pids {unattributed} not visible in this pid namespace"
+    if ours_seen:  # NVML reports pids as this namespace sees them: these ended before they were looked up
+        return (f"{pids}, though our own pids were seen on the device: most likely processes that ended before they "
+                "were looked up; recorded, not judged")
+    if len(unattributed) == 1:
+        return f"{pids} (a container: NVML reports host pids); at most one is presumed ours, so it is taken to be this cell"
+    return f"{pids} (a container: NVML reports host pids); at most one is presumed ours, so the others shared the GPU"
 
 
 def disturbance(summary: dict[str, Any]) -> str | None:
@@ -226,4 +275,8 @@ def disturbance(summary: dict[str, Any]) -> str | None:
     gpu = summary.get("gpu") or {}
     if gpu.get("foreign_processes"):
         reasons.append(f"other processes on the GPU: pids {gpu['foreign_processes']}")
+    if unattributed_disturbs(gpu):
+        unseen = gpu["unattributed_processes"]
+        reasons.append(f"{len(unseen)} processes on the GPU not visible from here (pids {unseen}) and none of ours seen: "
+                       "at most one is this cell")
     return "; ".join(reasons) or None
