@@ -92,12 +92,12 @@ def test_first_light_runs_its_cpu_safe_parts_and_packs_everything_into_a_few_fil
     assert all(len(p.relative_to(out).parts) <= 3 for p in files), "no deeper than two folders"
     assert {p.name for p in files} >= {"summary.txt", "bundle.tar.gz", "first-light.md"}
     summary = (out / "summary.txt").read_text()
-    assert "kit-check: exit 0" in summary and "slice: exit 0" in summary and "no CUDA device" in summary, summary
+    assert "kit: exit 0" in summary and "slice: exit 0" in summary and "no CUDA device" in summary, summary
     with tarfile.open(out / "bundle.tar.gz") as bundle:
         names = bundle.getnames()
         documents = [n for n in names if "/results/runs/" in f"/{n.lstrip('./')}" and n.endswith("-fp32.json")]
         assert documents, names
-        check = bundle.extractfile(next(n for n in names if n.endswith("logs/kit-check.log"))).read().decode()
+        check = bundle.extractfile(next(n for n in names if n.endswith("logs/kit.log"))).read().decode()
         document = json.load(bundle.extractfile(documents[0]))
     assert "mrpc 3668 train pairs, 408 validation pairs" in check and str(folder / "minilm") in check, check
     assert "torch.float32" in check, "the kit's model loads in fp32"

@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
 # GPU first light, in one call on a lent GPU machine:  bash gpu-kit/first_light.sh
 #
-# Steps, each under its own `timeout` inside one budget (FIRST_LIGHT_BUDGET_S, default 390 s):
-#   facts      nvidia-smi -q, library versions, the packages there
+# Steps, each under its own `timeout` inside one budget (FIRST_LIGHT_BUDGET_S, default 390 s);
+# FIRST_LIGHT_STEPS names the ones to run (default: all, in this order):
+#   facts      nvidia-smi -q, library versions, the packages there (and again at the end)
+#   kit        the kit's model loads in fp32, MRPC reads whole
 #   ceilings   bf16/fp16 8192^3 and fp32/tf32 4096^3 matmuls, a 2 GiB device copy (event-timed)
 #   reference  a bare PyTorch loop and a bare Trainer on the bf16 batch-32 cell (reference.py)
-#   slice      the gpu-slice matrix without `compiled`, 2 repeats, the overhead check on bf16 bs32
+#   slice      the gpu-slice matrix without `compiled`, 2 repeats
 #   tests      tests/test_gpu.py without the max-batch search
-#   facts      nvidia-smi -q again, then the summary (first-light.md)
+#   overhead   the bare Trainer against the harness on the bf16 batch-32 cell (ABBA, 2 repeats)
+# then the summary (first-light.md).  On the H200 lent on 2026-11-30 a bert-base child took
+# about 28 s (a host-bound 53 ms step), so all of it is two calls of about 6 minutes:
+#   FIRST_LIGHT_STEPS="facts kit ceilings reference slice", then "facts ceilings tests overhead".
 # Everything is written under a scratch folder and packed into $OUT/bundle.tar.gz after every
 # step and on exit, whatever ended the script; $OUT's top level holds only summary.txt,
 # first-light.md and bundle.tar.gz (a device call returns at most 8 files, 2 folders down).
@@ -39,8 +44,10 @@ trap 'pack' EXIT
 
 # step NAME SECONDS COMMAND...: runs COMMAND under `timeout` for at most SECONDS (less when
 # the budget has less left), logs to logs/NAME.log, says how it ended, and packs.
+STEPS=" ${FIRST_LIGHT_STEPS:-facts kit ceilings reference slice tests overhead} "
 step() {
     local name=$1 want=$2; shift 2
+    case "$STEPS" in *" ${name%%-*} "*|*" $name "*) ;; *) [ "$name" != summarize ] && return ;; esac
     local left=$(( BUDGET - ($(date +%s) - T0) - 10 ))
     local limit=$(( want < left ? want : left ))
     if [ "$limit" -lt 15 ]; then say "$name: not run (${left} s of the budget left)"; return; fi
@@ -81,9 +88,9 @@ print('transformers', transformers.__version__, 'accelerate', accelerate.__versi
 print('cuda available', torch.cuda.is_available())"
 }
 step facts-before 20 facts
-cp "$WORK/logs/facts-before.log" "$WORK/facts/nvidia-smi-before.txt"
+cp "$WORK/logs/facts-before.log" "$WORK/facts/nvidia-smi-before.txt" 2>/dev/null
 "$PY" -m pip list >"$WORK/facts/pip-list.txt" 2>&1
-step kit-check 60 "$PY" -c "
+step kit 60 "$PY" -c "
 from harness.data import load_task
 from harness.models import load_model, load_tokenizer, resolve
 data = load_task('mrpc')
@@ -94,7 +101,7 @@ print('tokenizer', type(load_tokenizer('all-MiniLM-L6-v2')).__name__)"
 
 export MATRIX=${FIRST_LIGHT_MATRIX:-gpu-slice}   # another matrix: the CPU test of this script runs a tiny one
 slice() {
-    "$PY" -m pytest $PLUGIN benchmarks/test_mrpc.py benchmarks/test_overhead.py "$@" --matrix "$MATRIX" \
+    "$PY" -m pytest $PLUGIN benchmarks/test_mrpc.py "$@" --matrix "$MATRIX" \
         -k "not compiled" --repeats 2 -p no:cacheprovider --results-dir "$WORK/results" \
         --baselines-dir "$WORK/baselines" --update-baselines -rsf
 }
@@ -103,8 +110,10 @@ if [ "$CUDA" = 1 ]; then
     step reference 100 "$PY" "$KIT/reference.py" --mrpc "$KIT/glue/MRPC" --tokenizer "$KIT/minilm" \
         --out "$WORK/reference.json" --repeats 2
     step slice 200 slice --gpu
-    step tests 150 "$PY" -m pytest $PLUGIN tests/test_gpu.py -m gpu -k "not max_batch" -v -rs -p no:cacheprovider \
+    step tests 200 "$PY" -m pytest $PLUGIN tests/test_gpu.py -m gpu -k "not max_batch" -v -rs -p no:cacheprovider \
         --junitxml "$WORK/gpu-tests.xml" --gpu-out "$WORK"
+    step overhead 120 "$PY" -m pytest $PLUGIN benchmarks/test_overhead.py --gpu --matrix "$MATRIX" -p no:cacheprovider \
+        --results-dir "$WORK/results" -rsf
     step facts-after 20 nvidia-smi -q
 else
     say "no CUDA device: ceilings, reference and the GPU tests not run (CPU-safe parts only)"

@@ -37,19 +37,24 @@ def _cv(values: list[float]) -> float | None:
 
 
 def cells(work: Path) -> tuple[list[Any], dict[str, Any]]:
-    """The gpu-slice cells (finished or not) and the run manifest, from the newest run folder."""
-    runs = sorted(p for p in (work / "results" / "runs").glob("*") if p.is_dir()) if (work / "results").is_dir() else []
-    if not runs:
-        return [], {}
-    found = []
-    for path in sorted(runs[-1].glob("*.json")):
-        if path.name == "run.json":
-            continue
-        try:
-            found.append(read_result(path))
-        except ResultsError as exc:
-            print(f"unreadable: {exc}", file=sys.stderr)
-    return found, _load(runs[-1] / "run.json") or {}
+    """The cells of every run folder in WORK (the newest document of each cell), and the
+    run manifests' annotations merged (the overhead check writes a run of its own)."""
+    root = work / "results" / "runs"
+    runs = sorted(p for p in root.glob("*") if p.is_dir()) if root.is_dir() else []
+    found: dict[str, Any] = {}
+    manifest: dict[str, Any] = {}
+    for run in runs:
+        manifest.update({k: v for k, v in (_load(run / "run.json") or {}).items() if k == "overhead"})
+        for path in sorted(run.glob("*.json")):
+            if path.name == "run.json":
+                continue
+            try:
+                result = read_result(path)
+            except ResultsError as exc:
+                print(f"unreadable: {exc}", file=sys.stderr)
+                continue
+            found[result.id] = result
+    return list(found.values()), manifest
 
 
 def render(work: Path) -> tuple[str, dict[str, Any]]:
@@ -114,15 +119,16 @@ def render(work: Path) -> tuple[str, dict[str, Any]]:
         ctx = reference.get("context_device_used_bytes")
         lines.append(f"CUDA context alone (device memory used after one 1-element tensor): {_fmt(ctx, '.2f', GIB)} GiB.")
         figures["context_device_used_bytes"] = ctx
-        loop, trainer = reference.get("loop_samples_per_s_median"), reference.get("trainer_samples_per_s_median")
         per_side = {side: [x["train_samples_per_s"] for x in reference.get(side, [])] for side in ("loop", "trainer")}
+        loop, trainer = (statistics.median(per_side[s]) if per_side[s] else None for s in ("loop", "trainer"))
         tokens = {side: sorted({x.get("timed_real_tokens") for x in reference.get(side, [])}) for side in ("loop", "trainer")}
         lines.append(f"Bare loop {_fmt(loop)} samples/s {per_side['loop']}, bare Trainer {_fmt(trainer)} samples/s "
                      f"{per_side['trainer']}; timed real tokens loop {tokens['loop']}, Trainer {tokens['trainer']}.")
         figures["reference"] = {"loop_samples_per_s": per_side["loop"], "trainer_samples_per_s": per_side["trainer"],
                                 "timed_real_tokens": tokens}
         if target is not None:
-            harness = target.metrics["train_samples_per_s"]
+            repeats = [x["train_samples_per_s"] for x in target.samples.get("repeats", []) if x.get("train_samples_per_s")]
+            harness = statistics.median(repeats) if repeats else target.metrics["train_samples_per_s"]
             harness_tokens = sum(target.samples.get("step_real_tokens", [])[target.spec.timing_warmup_steps:])
             ratios = {"harness_over_bare_trainer": harness / trainer if trainer else None,
                       "harness_over_bare_loop": harness / loop if loop else None,
