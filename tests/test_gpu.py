@@ -48,7 +48,10 @@ def run(cell: CellSpec, **kw):
 
 BERT = CellSpec(checkpoint="bert-base-uncased", weights="random", tokenizer="all-MiniLM-L6-v2", batch_size=32,
                 precision="bf16", max_steps=120, timing_warmup_steps=20, evaluate=False)
-MINILM = CellSpec(checkpoint="all-MiniLM-L6-v2", batch_size=32, num_train_epochs=3)
+# The smoke suite's fine-tune recipe (lr 5e-5, 2 epochs: 0.762 accuracy on the CPU, seed 42).
+# At lr 2e-5 and 3 epochs all three precisions stopped at 0.728-0.735 on the H200 (2026-11-30):
+# agreeing, but under the "it learned" line of majority + 5 points (0.734).
+MINILM = CellSpec(checkpoint="all-MiniLM-L6-v2", batch_size=32, num_train_epochs=2, learning_rate=5e-5)
 
 
 @pytest.fixture(scope="module")
