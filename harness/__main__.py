@@ -172,7 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"kit: {args.out} ({manifest['bytes'] / 2**20:.1f} MiB); run there: bash {args.out}/first_light.sh")
             return 0
         if args.command == "ceilings":
-            from .ceilings import write
+            from .measure.ceilings import write
 
             try:
                 figures = write(args.out)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from .measure import BatchCount, group_batches
+from .measure.timing import BatchCount, group_batches
 from .results import CellResult
 
 

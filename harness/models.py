@@ -24,7 +24,7 @@ from typing import Any
 import transformers
 
 from . import compat
-from .flops import layer_parameters
+from .measure.flops import layer_parameters
 
 
 class CheckpointError(RuntimeError):

@@ -23,12 +23,14 @@ import transformers
 from transformers import DataCollatorWithPadding, Trainer
 from transformers.trainer_callback import PrinterCallback
 
-from . import compat, distributed, metrics
+from . import compat, distributed
 from .data import TASKS, DataError, FeatureDataset, TaskData, load_task, tokenize_task
-from .env import environment
-from .flops import mfu_figures
 from .launch.progress import NO_BOARD, Board
-from .measure import (
+from .measure import metrics
+from .measure.env import environment
+from .measure.flops import mfu_figures
+from .measure.nvml import cuda_device_uuid, open_sampler
+from .measure.timing import (
     CountingCollator,
     MeasurementError,
     ProgressCallback,
@@ -38,7 +40,6 @@ from .measure import (
     summarize_training,
 )
 from .models import CheckpointError, describe, load_model, load_tokenizer
-from .nvml import cuda_device_uuid, open_sampler
 from .results import CellResult, utc_now
 from .sampling import StratifiedBatchOrder, epoch_mean_length
 from .spec import CellSpec, SpecError
@@ -444,6 +445,6 @@ def _real_lengths(dataset: FeatureDataset) -> list[int]:
 
 
 def _per_step_counts(batches: list[Any], steps: int, accumulation: int) -> list[Any]:
-    from .measure import group_batches
+    from .measure.timing import group_batches
 
     return group_batches(batches, steps, accumulation)

@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    from .env import environment
+    from .measure.env import environment
 
     if rank0 and args.env_out is not None:
         write_json_atomic(args.env_out, environment())

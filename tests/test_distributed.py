@@ -4,7 +4,7 @@ import pytest
 
 from harness.distributed import merge_ranks, scaling_efficiency
 from harness.launch import launch_cell
-from harness.measure import BatchCount
+from harness.measure.timing import BatchCount
 from harness.results import CellResult
 from harness.runner import run_cell
 from harness.spec import CellSpec, parse_matrix

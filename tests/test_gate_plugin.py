@@ -24,12 +24,12 @@ import sys
 import types
 from pathlib import Path
 
-import harness.env
+import harness.measure.env
 from harness.results import CellResult
 
 HERE = Path(__file__).parent
 ENV = json.loads((HERE / "env.json").read_text())
-harness.env.environment = lambda: dict(ENV)
+harness.measure.env.environment = lambda: dict(ENV)
 
 
 def run_cell(spec, *, run_id, use_cuda, glue_dir=None, show_progress=False, board=None):
@@ -68,7 +68,7 @@ QUALITY = "mrpc-bert-base-uncased-dynamic-bs32-fp32-finetune"
 
 @pytest.fixture
 def project(pytester, monkeypatch):
-    from harness.env import environment
+    from harness.measure.env import environment
 
     pytester.makepyfile(test_mrpc=BENCH.read_text())
     fakes = pytester.mkdir("fakes")

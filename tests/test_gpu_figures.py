@@ -3,10 +3,10 @@ for bert-base, and the NVML sampler against a fake NVML module."""
 
 import pytest
 
-from harness.flops import layer_parameters, mfu_figures, peak_tflops, training_flops
 from harness.launch.watch import gpu_state, visible_gpu_handle
+from harness.measure.flops import layer_parameters, mfu_figures, peak_tflops, training_flops
+from harness.measure.nvml import NvmlSampler, cuda_device_uuid, open_sampler, power_integral_j
 from harness.models import load_model
-from harness.nvml import NvmlSampler, cuda_device_uuid, open_sampler, power_integral_j
 
 
 def test_bert_base_layer_parameters_are_the_published_85_05_m():

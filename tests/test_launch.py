@@ -21,7 +21,7 @@ from harness.launch import cell_timeout_s, default_timeout_s, launch_cell
 from harness.launch.process import run_child
 from harness.launch.progress import Board, create, read
 from harness.launch.watch import Watch, default_max_foreign_cores, disturbance
-from harness.measure import BatchCount, summarize_training
+from harness.measure.timing import BatchCount, summarize_training
 from harness.spec import CellSpec, SpecError
 
 FAULTS = Path(__file__).resolve().parent / "faults"

@@ -3,7 +3,15 @@ import time
 import pytest
 import torch
 
-from harness.measure import BatchCount, CountingCollator, MeasurementError, Sampler, StepTimer, group_batches, summarize_training
+from harness.measure.timing import (
+    BatchCount,
+    CountingCollator,
+    MeasurementError,
+    Sampler,
+    StepTimer,
+    group_batches,
+    summarize_training,
+)
 
 
 def test_warmup_steps_are_excluded_and_tokens_counted():

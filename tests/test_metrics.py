@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, f1_score
 
-from harness.metrics import accuracy, compute_metrics, f1_binary
+from harness.measure.metrics import accuracy, compute_metrics, f1_binary
 
 
 @pytest.mark.parametrize("seed", range(5))

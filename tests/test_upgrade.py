@@ -243,8 +243,8 @@ def test_bisect_stops_when_the_slowdown_does_not_reproduce(tmp_path, tiny_bert_d
 
 
 def test_what_changed_lists_every_real_difference_and_nothing_else():
-    from harness.env import environment
     from harness.gate import env_changes
+    from harness.measure.env import environment
 
     env = dict(environment())
     assert env["packages"]["torch"] and env["packages_sha256"] and "OMP_NUM_THREADS" in env["threads"]

@@ -51,7 +51,7 @@ def visible_gpu_handle(nvml: Any) -> Any:
     ``MIG-GPU-<uuid>/<gi>/<ci>``), found by UUID whatever NVML's order; or an index, taken
     as NVML's, which is CUDA's only under CUDA_DEVICE_ORDER=PCI_BUS_ID (the watch never
     initializes CUDA, so it cannot ask CUDA; set UUIDs where the order matters)."""
-    from ..nvml import handle_by_uuid
+    from ..measure.nvml import handle_by_uuid
 
     first = (os.environ.get("CUDA_VISIBLE_DEVICES") or "0").split(",")[0].strip()
     if first.lstrip("-").isdigit():
@@ -62,7 +62,7 @@ def visible_gpu_handle(nvml: Any) -> Any:
 def gpu_state(nvml: Any, handle: Any) -> dict[str, Any]:
     """Clocks, throttle reasons, temperature and power limit now; None where NVML cannot say,
     and then ``nvml_errors`` says why (a throttle state NVML could not read is None, not [])."""
-    from ..nvml import NvmlCalls, throttle_names
+    from ..measure.nvml import NvmlCalls, throttle_names
 
     calls = NvmlCalls(nvml, handle)
     mask = calls.throttle_mask()

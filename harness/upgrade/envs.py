@@ -160,7 +160,7 @@ def uv_bin() -> str:
 
 
 def current_packages() -> dict[str, str]:
-    from ..env import installed_packages
+    from ..measure.env import installed_packages
 
     return installed_packages()
 
