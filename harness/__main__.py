@@ -122,12 +122,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 sys.stdout.write(text)
             return 1 if args.fail_on == "regression" and comparison.regressions() else 0
         if args.command == "simulate":
-            from .simulate import main as simulate_main
+            from .judge.simulate import main as simulate_main
 
             return simulate_main([a for a in args.rest if a != "--"])
         if args.command == "changes":
-            from .changes import find_changes
-            from .changes import render as render_changes
+            from .judge.changes import find_changes
+            from .judge.changes import render as render_changes
 
             text = render_changes(find_changes(args.store or args.results_dir), args.format)
             if args.output:
@@ -136,7 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 sys.stdout.write(text)
             return 0
         if args.command == "accept":
-            from .accept import accept
+            from .judge.accept import accept
 
             for cell in args.cells:
                 entry = accept(args.results_dir, cell, args.from_run, args.message)
@@ -196,7 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return submit(args.shards, args.pytest_args, executor=args.executor, folder=args.folder, night=args.night,
                           timeout_min=args.timeout_min, partition=args.slurm_partition,
                           gpus_per_node=args.gpus_per_node, slurm_args=args.slurm_arg)
-        from .calibrate import main as calibrate_main
+        from .judge.calibrate import main as calibrate_main
 
         extra = ["--matrix", str(args.matrix)] if args.matrix else []
         return calibrate_main(

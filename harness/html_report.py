@@ -57,7 +57,7 @@ def _quality_value(result: CellResult, metric: str) -> float | None:
 
 
 def _band(values: Sequence[float]) -> tuple[float, float] | None:
-    from .window import prediction_interval
+    from .judge.window import prediction_interval
 
     values = [v for v in values if v is not None]
     if len(values) < 5:
@@ -155,7 +155,7 @@ def count_line(rows: list[dict[str, Any]]) -> str:
 
 
 def _env_table(runs: list[tuple[dict[str, Any], list[CellResult]]]) -> str:
-    from .gate import env_changes
+    from .judge.gate import env_changes
 
     out = ["<table id='environments'><thead><tr><th>run</th><th>finished</th><th>state</th><th>hardware</th>"
            "<th>torch</th><th>transformers</th><th>driver / CUDA</th><th>harness commit</th>"
@@ -227,7 +227,7 @@ def chart_data(runs: list[tuple[dict[str, Any], list[CellResult]]], changes: lis
 
 def _threshold_fraction(text: str | None) -> float | None:
     """The signed relative limit of a threshold expression (-0.15 for ``...:-15%``)."""
-    from .thresholds import Threshold, ThresholdError
+    from .judge.thresholds import Threshold, ThresholdError
 
     try:
         threshold = Threshold.parse(text) if text else None
@@ -358,7 +358,7 @@ def build_report(source: str | Path, *, results_dir: str | Path | None = None) -
     changes come from ``results_dir`` (the folder itself when ``source`` is one)."""
     from plotly.offline import get_plotlyjs
 
-    from .changes import find_changes
+    from .judge.changes import find_changes
 
     store = open_store(source)
     if results_dir is None and not is_url(source):
@@ -437,7 +437,7 @@ def _json(data: Any) -> str:
 
 
 def _read_accepted(results_dir: str | Path | None) -> list[dict[str, Any]] | str:
-    from .accept import read_accepted
+    from .judge.accept import read_accepted
 
     if results_dir is None:
         return []

@@ -13,15 +13,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .accept import accepted_from
 from .baselines import load_baseline, write_baseline
-from .gate import Verdict, confirm_verdict, judge, needs_confirmation, repeated_suspect, suspect_verdict
+from .judge.accept import accepted_from
+from .judge.gate import Verdict, confirm_verdict, judge, needs_confirmation, repeated_suspect, suspect_verdict
+from .judge.stats import fold
+from .judge.window import MIN_POINTS, build_window, cell_documents, load_pinned, previous_night
 from .launch import cell_timeout_s, launch_cell
 from .results import CellResult, ResultsError, RunWriter, new_run_id
 from .spec import CellSpec, Matrix
-from .stats import fold
 from .store import Store, StoreError, open_store
-from .window import MIN_POINTS, build_window, cell_documents, load_pinned, previous_night
 
 
 @dataclass(frozen=True)

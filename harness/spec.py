@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .thresholds import Threshold, ThresholdError
+from .judge.thresholds import Threshold, ThresholdError
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -1,5 +1,5 @@
 from harness.baselines import write_baseline
-from harness.calibrate import calibrate, slowed
+from harness.judge.calibrate import calibrate, slowed
 from harness.results import CellResult, RunWriter
 from harness.spec import CellSpec
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from harness.__main__ import main
-from harness.changes import change_points, find_changes
+from harness.judge.changes import change_points, find_changes
 from harness.results import read_result, write_result
 
 ROOT = Path(__file__).resolve().parents[1]

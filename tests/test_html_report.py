@@ -44,7 +44,7 @@ def test_report_holds_verdicts_charts_and_marks_partial_runs(tmp_path):
 
 
 def test_accepted_changes_are_shown(tmp_path):
-    from harness.accept import accept
+    from harness.judge.accept import accept
 
     history(tmp_path)
     run_id = sorted(p.name for p in (tmp_path / "runs").iterdir())[1]

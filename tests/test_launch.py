@@ -278,7 +278,7 @@ def test_the_foreign_cpu_limit_scales_with_the_cores():
 
 
 def test_the_headline_of_repeats_is_derived_from_stored_raw_samples(tiny_cell):
-    from harness.stats import fold
+    from harness.judge.stats import fold
 
     runs = [launch_cell(tiny_cell(max_steps=10), run_id="t", use_cuda=False) for _ in range(3)]
     assert all(r.ok for r in runs), [r.reason for r in runs]

@@ -243,7 +243,7 @@ def test_bisect_stops_when_the_slowdown_does_not_reproduce(tmp_path, tiny_bert_d
 
 
 def test_what_changed_lists_every_real_difference_and_nothing_else():
-    from harness.gate import env_changes
+    from harness.judge.gate import env_changes
     from harness.measure.env import environment
 
     env = dict(environment())

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from harness.accept import accept, accepted_from
-from harness.gate import judge, repeated_suspect, suspect_verdict
+from harness.judge.accept import accept, accepted_from
+from harness.judge.gate import judge, repeated_suspect, suspect_verdict
+from harness.judge.window import MIN_POINTS, build_window, cell_documents, prediction_interval, previous_night
 from harness.results import CellResult, ResultsError, read_result, write_result
 from harness.spec import CellSpec
-from harness.window import MIN_POINTS, build_window, cell_documents, prediction_interval, previous_night
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL = ROOT / "results" / "runs" / "20261123T202743Z-smoke-cpu" / "mrpc-all-MiniLM-L6-v2-dynamic-bs8-fp32.json"
@@ -208,7 +208,7 @@ def test_a_multi_seed_reference_is_compared_at_the_same_seed(real):
 
 
 def test_the_simulated_nightly_gate_is_quiet_on_an_unchanged_level_and_catches_a_step(real):
-    from harness.simulate import detection, false_alarms
+    from harness.judge.simulate import detection, false_alarms
 
     quiet = false_alarms(real, noise=0.01, threshold="train_samples_per_s:-3%", nights=400, cells=4)
     assert quiet["cell_nights"] >= 300 and quiet["per_1000"] < 10, quiet
@@ -219,7 +219,7 @@ def test_the_simulated_nightly_gate_is_quiet_on_an_unchanged_level_and_catches_a
 
 
 def test_a_small_step_inside_the_one_night_interval_is_confirmed_by_pooling_the_re_runs(real):
-    from harness.gate import confirm_verdict, needs_confirmation
+    from harness.judge.gate import confirm_verdict, needs_confirmation
 
     level = real.metrics[METRIC]
     history = [clone(real, night(i), level * f) for i, f in

@@ -31,11 +31,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..gate import env_changes
+from ..judge.gate import env_changes
+from ..judge.thresholds import DEFAULT_THRESHOLDS, resolve_thresholds
 from ..launch import cell_timeout_s, launch_cell
 from ..results import CellResult, new_run_id, write_json_atomic, write_result
 from ..spec import CellSpec
-from ..thresholds import DEFAULT_THRESHOLDS, resolve_thresholds
 from .envs import BuiltEnv
 
 DEFAULT_CONFIDENCE = 0.99  # as the nightly gate: an A/A run must not cry wolf
@@ -262,7 +262,7 @@ def judge_cell(cell: CellSpec, a: list[CellResult], b: list[CellResult],
 def _quality(cell: CellSpec, a: list[CellResult], b: list[CellResult]) -> list[MetricVerdict]:
     """Each side's quality against the gate's band for the cell (the published reference,
     or the cell's own baseline band)."""
-    from ..gate import judge
+    from ..judge.gate import judge
 
     out = []
     for metric in QUALITY:

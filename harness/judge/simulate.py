@@ -27,8 +27,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from ..results import CellResult, read_result
 from .gate import confirm_verdict, judge, needs_confirmation, repeated_suspect, suspect_verdict
-from .results import CellResult, read_result
 from .window import DEFAULT_CONFIDENCE, DEFAULT_WINDOW, build_window
 
 METRIC = "train_samples_per_s"

@@ -23,9 +23,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..results import CellResult, ResultsError
+from ..store import Store, is_url, open_store
 from .gate import env_changes
-from .results import CellResult, ResultsError
-from .store import Store, is_url, open_store
 
 METRICS = ("train_samples_per_s", "real_tokens_per_s", "peak_rss_bytes", "peak_mem_reserved_bytes",
            "peak_device_mem_used_bytes", "eval_accuracy", "eval_f1")

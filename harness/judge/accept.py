@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .results import ResultsError, utc_now, write_json_atomic
+from ..results import ResultsError, utc_now, write_json_atomic
 
 FILE = "accepted.json"
 

@@ -19,8 +19,8 @@ import re
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from ..results import CellResult
 from .references import PUBLISHED_SEED_STD_POINTS, PUBLISHED_SEED_STD_SOURCE, gating_reference, references_for
-from .results import CellResult
 from .stats import QUALITY_METRICS
 from .thresholds import DEFAULT_THRESHOLDS, GATED_METRICS, Threshold, resolve_thresholds
 from .window import DEFAULT_CONFIDENCE, MIN_POINTS, Window

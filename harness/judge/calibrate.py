@@ -23,10 +23,10 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from .baselines import load_baseline
+from ..baselines import load_baseline
+from ..results import CellResult, read_run
+from ..spec import load_matrix
 from .gate import confirm_verdict, judge, needs_confirmation
-from .results import CellResult, read_run
-from .spec import load_matrix
 from .stats import fold
 
 SPEED_FIGURES = ("train_samples_per_s", "train_steps_per_s", "real_tokens_per_s", "padded_tokens_per_s")
@@ -104,7 +104,7 @@ def calibrate(baselines_dir: Path, run_dirs: Sequence[Path], confirm: int = 2, m
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m harness.calibrate", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m harness.judge.calibrate", description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", type=Path, help="run folders (results/runs/<run-id>) of an unchanged tree")
     parser.add_argument("--baselines", type=Path, default=Path("results/baselines"))
     parser.add_argument("--confirm", type=int, default=2)

@@ -20,9 +20,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .results import CellResult
-from .spec import recipe_changes
-from .store import Store, open_store
+from ..results import CellResult
+from ..spec import recipe_changes
+from ..store import Store, open_store
 
 DEFAULT_WINDOW = 20
 MIN_POINTS = 5

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from .results import CellResult
+from ..results import CellResult
 
 QUALITY_METRICS = ("eval_accuracy", "eval_f1")
 
