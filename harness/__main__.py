@@ -103,10 +103,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "compare":
-            from .compare import compare, load_side, render
+            from .report.compare import compare, load_side, render
 
             if args.store:
-                from .compare import load_run_from_store
+                from .report.compare import load_run_from_store
                 from .store import open_store
 
                 with open_store(args.store) as store:
@@ -143,7 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"accepted: {entry['cell']} from {entry['from_run']}: {entry['why']}")
             return 0
         if args.command == "report":
-            from .html_report import write_report
+            from .report.html import write_report
 
             if not args.store and not args.results_dir:
                 parser.error("report needs a results folder or --store URL")

@@ -375,7 +375,7 @@ class HarnessSession:
         run = self._run
         if run is None or not run.results:
             return
-        from .report import summary_table
+        from .report.tables import summary_table
 
         tr = terminalreporter
         tr.section("trainer-bench")

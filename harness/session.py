@@ -13,7 +13,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .baselines import load_baseline, write_baseline
 from .judge.accept import accepted_from
 from .judge.gate import Verdict, confirm_verdict, judge, needs_confirmation, repeated_suspect, suspect_verdict
 from .judge.stats import fold
@@ -22,6 +21,7 @@ from .launch import cell_timeout_s, launch_cell
 from .results import CellResult, ResultsError, RunWriter, new_run_id
 from .spec import CellSpec, Matrix
 from .store import Store, StoreError, open_store
+from .store.baselines import load_baseline, write_baseline
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
-from harness.baselines import write_baseline
 from harness.judge.calibrate import calibrate, slowed
 from harness.results import CellResult, RunWriter
 from harness.spec import CellSpec
+from harness.store.baselines import write_baseline
 
 ENV = {"hardware_key": "cpu-test", "libraries": {}}
 

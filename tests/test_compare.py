@@ -8,8 +8,8 @@ import json
 import pytest
 
 from harness.__main__ import main
-from harness.compare import compare, load_side, render
-from harness.history import COLUMNS, load_frame
+from harness.report.compare import compare, load_side, render
+from harness.report.history import COLUMNS, load_frame
 from harness.results import CellResult, RunWriter
 from harness.spec import CellSpec
 
@@ -159,7 +159,7 @@ def test_compare_judges_with_the_thresholds_the_results_were_produced_under(tmp_
 def _pair(tmp_path, ratio, noise, repeats=None):
     from dataclasses import replace
 
-    from harness.compare import Side
+    from harness.report.compare import Side
 
     spec = CellSpec(max_steps=30)
     base = CellResult(spec=spec, status="ok", run_id="old", env=OLD_ENV, metrics={"train_samples_per_s": 100.0},

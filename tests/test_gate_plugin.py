@@ -269,9 +269,9 @@ def test_a_corrupt_baseline_gives_a_clear_error_and_the_rest_still_runs(project)
 
 
 def test_a_disturbed_cell_never_becomes_a_baseline(tmp_path):
-    from harness.baselines import write_baseline
     from harness.results import CellResult
     from harness.spec import CellSpec
+    from harness.store.baselines import write_baseline
 
     result = CellResult(spec=CellSpec(max_steps=30), status="ok", run_id="r", env={"hardware_key": "cpu-test"},
                         metrics={"train_samples_per_s": 100.0, "disturbed": "other processes used 1.20 CPU cores"})

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.html_report import build_report, write_report
+from harness.report.html import build_report, write_report
 from harness.results import CellResult, RunWriter
 from harness.spec import CellSpec
 

@@ -394,7 +394,7 @@ def test_sigterm_to_pytest_ends_the_children_and_leaves_a_partial_run(bench, inj
     (run,) = (tmp_path / "r" / "runs").iterdir()
     manifest = json.loads((run / "run.json").read_text())
     assert manifest["state"] == "partial"
-    from harness.history import load_frame
+    from harness.report.history import load_frame
 
     load_frame(tmp_path / "r")  # the report reads a partial run without complaint
 

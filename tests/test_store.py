@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from harness.history import load_frame
 from harness.judge.window import cell_documents
+from harness.report.history import load_frame
 from harness.results import CellResult, RunWriter, read_result
 from harness.store import StoreError, open_store
 from harness.store import sql as sql_module

@@ -23,9 +23,9 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from ..baselines import load_baseline
 from ..results import CellResult, read_run
 from ..spec import load_matrix
+from ..store.baselines import load_baseline
 from .gate import confirm_verdict, judge, needs_confirmation
 from .stats import fold
 

@@ -194,7 +194,7 @@ def main_merge(sources: Sequence[Path], *, into: Path, night: str | None, store_
                fmt: str = "table") -> int:
     """``python -m harness merge``: exit 0 when every selected cell ran once and none failed,
     1 when a cell failed or the night is incomplete."""
-    from ..report import summary_table
+    from ..report.tables import summary_table
     from ..session import judged_summary
     from . import open_store
 

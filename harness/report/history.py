@@ -11,7 +11,7 @@ from typing import Any
 
 import pandas as pd
 
-from .store import Store, open_store
+from ..store import Store, open_store
 
 COLUMNS: dict[str, str] = {
     "run_id": "the run folder's name (UTC time stamp and matrix)",

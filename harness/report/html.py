@@ -27,10 +27,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..results import CellResult, ResultsError
+from ..store import is_url, open_store
 from .history import COLUMNS, frame_of
-from .report import peak_memory
-from .results import CellResult, ResultsError
-from .store import is_url, open_store
+from .tables import peak_memory
 
 VERDICT_COLOURS = {"regression": "#c62828", "error": "#8e0000", "improvement": "#00897b", "pass": "#2e7d32",
                    "suspect": "#ef6c00", "disturbed": "#6a1b9a", "new": "#1565c0", "skipped": "#757575"}
@@ -57,7 +57,7 @@ def _quality_value(result: CellResult, metric: str) -> float | None:
 
 
 def _band(values: Sequence[float]) -> tuple[float, float] | None:
-    from .judge.window import prediction_interval
+    from ..judge.window import prediction_interval
 
     values = [v for v in values if v is not None]
     if len(values) < 5:
@@ -155,7 +155,7 @@ def count_line(rows: list[dict[str, Any]]) -> str:
 
 
 def _env_table(runs: list[tuple[dict[str, Any], list[CellResult]]]) -> str:
-    from .judge.gate import env_changes
+    from ..judge.gate import env_changes
 
     out = ["<table id='environments'><thead><tr><th>run</th><th>finished</th><th>state</th><th>hardware</th>"
            "<th>torch</th><th>transformers</th><th>driver / CUDA</th><th>harness commit</th>"
@@ -227,7 +227,7 @@ def chart_data(runs: list[tuple[dict[str, Any], list[CellResult]]], changes: lis
 
 def _threshold_fraction(text: str | None) -> float | None:
     """The signed relative limit of a threshold expression (-0.15 for ``...:-15%``)."""
-    from .judge.thresholds import Threshold, ThresholdError
+    from ..judge.thresholds import Threshold, ThresholdError
 
     try:
         threshold = Threshold.parse(text) if text else None
@@ -358,7 +358,7 @@ def build_report(source: str | Path, *, results_dir: str | Path | None = None) -
     changes come from ``results_dir`` (the folder itself when ``source`` is one)."""
     from plotly.offline import get_plotlyjs
 
-    from .judge.changes import find_changes
+    from ..judge.changes import find_changes
 
     store = open_store(source)
     if results_dir is None and not is_url(source):
@@ -437,7 +437,7 @@ def _json(data: Any) -> str:
 
 
 def _read_accepted(results_dir: str | Path | None) -> list[dict[str, Any]] | str:
-    from .judge.accept import read_accepted
+    from ..judge.accept import read_accepted
 
     if results_dir is None:
         return []

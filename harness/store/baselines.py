@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .results import CellResult, ResultsError, read_result, write_json_atomic
-from .spec import CellSpec, recipe_changes
+from ..results import CellResult, ResultsError, read_result, write_json_atomic
+from ..spec import CellSpec, recipe_changes
 
 
 def baseline_path(baselines_dir: str | Path, hardware_key: str, cell_id: str) -> Path:

@@ -7,7 +7,7 @@ from typing import Any
 
 from tabulate import tabulate
 
-from .results import CellResult
+from ..results import CellResult
 
 
 def human_bytes(value: float | None) -> str:

@@ -25,11 +25,11 @@ from typing import Any
 
 from tabulate import tabulate
 
-from .judge.gate import env_changes, judge
-from .report import peak_memory
-from .results import CellResult, ResultsError, read_result, read_run
-from .spec import CellSpec, recipe_changes
-from .store import Store
+from ..judge.gate import env_changes, judge
+from ..results import CellResult, ResultsError, read_result, read_run
+from ..spec import CellSpec, recipe_changes
+from ..store import Store
+from .tables import peak_memory
 
 
 @dataclass
@@ -197,7 +197,7 @@ SPEED_METRIC = "train_samples_per_s"
 
 
 def limit_of(result: CellResult) -> float:
-    from .judge.thresholds import DEFAULT_THRESHOLDS, resolve_thresholds
+    from ..judge.thresholds import DEFAULT_THRESHOLDS, resolve_thresholds
 
     threshold = resolve_thresholds(DEFAULT_THRESHOLDS, result.spec.thresholds).get(SPEED_METRIC)
     return threshold.limit if threshold is not None and threshold.relative else 0.05
@@ -212,7 +212,7 @@ def speed_verdict(row: Row, word: str, limit: float) -> tuple[str, str]:
     A/B interval decides (``upgrade/ab.py``: faster, slower, unchanged, inconclusive); else
     the gate's word stands, except that ``unchanged`` becomes ``inconclusive`` where the
     two sides' noise is wider than the threshold: it cannot tell a change of that size."""
-    from .judge.gate import noise_of
+    from ..judge.gate import noise_of
 
     a, b = repeat_values(row.old), repeat_values(row.new)
     noises = [noise_of(r, SPEED_METRIC) for r in (row.old, row.new)]
@@ -220,7 +220,7 @@ def speed_verdict(row: Row, word: str, limit: float) -> tuple[str, str]:
     if word in ("quality out of band", "more memory"):
         return word, ""
     if len(a) >= 5 and len(b) >= 5:
-        from .upgrade.ab import ratio_interval, verdict_of
+        from ..upgrade.ab import ratio_interval, verdict_of
 
         ratio = ratio_interval(a, b)
         row.interval = (ratio.low, ratio.high)
@@ -317,7 +317,7 @@ def table_rows(comparison: Comparison, *, only_changed: bool = False, sort: str 
     """One row per cell in the style of asv and pytest-benchmark: a marker, old and new
     samples/s with their noise, the ratio, the memory ratio, F1 (and its change), the
     verdict, and the cell last."""
-    from .judge.gate import noise_of
+    from ..judge.gate import noise_of
 
     chosen = [r for r in comparison.rows if not only_changed or r.verdict != "unchanged"]
     if sort == "ratio":
@@ -362,7 +362,7 @@ CSV_COLUMNS = [
 
 
 def _csv(comparison: Comparison) -> str:
-    from .judge.gate import noise_of
+    from ..judge.gate import noise_of
 
     buffer = io.StringIO()
     writer = csv.writer(buffer)
