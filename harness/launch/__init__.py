@@ -4,6 +4,8 @@
 (under torchrun for ``nproc > 1``) with a timeout, progress, and the machine watched.
 """
 
-from .process import ChildOutcome, cell_timeout_s, default_timeout_s, launch_cell, run_child
+from .childio import ChildOutcome
+from .process import launch_cell, run_child
+from .timeouts import cell_timeout_s, default_timeout_s
 
 __all__ = ["ChildOutcome", "cell_timeout_s", "default_timeout_s", "launch_cell", "run_child"]

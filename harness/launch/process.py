@@ -7,19 +7,18 @@ result document back; it never imports CUDA.  While the child runs, the parent
 
 * reads the child's progress (phase and last finished step) from a memory-mapped file,
 * watches the machine (``watch.py``: foreign CPU load, other GPU processes, clocks),
-* kills the child's whole process group once the cell's timeout has passed,
+* kills the child's whole process group once the cell's timeout (``timeouts.py``) has passed,
 
 and turns a child that died (a signal, a non-zero exit, the OOM killer, a hang) into an
 ``error`` result that names the signal or exit code, the step it reached and the last
-lines of its output.  The next cell starts in a clean process whatever happened.
+lines of its output (``childio.py``).  The next cell starts in a clean process whatever
+happened.  A single-process child is forked from a warm zygote (``zygote_client.py``).
 """
 
 from __future__ import annotations
 
-import atexit
 import collections
 import json
-import math
 import os
 import shutil
 import signal
@@ -28,143 +27,20 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import psutil
 
 from ..results import CellResult, ResultsError, utc_now
 from ..spec import CellSpec
 from . import progress as progress_file
+from .childio import TAIL_LINES, ChildOutcome, follow_log, pump_output
+from .timeouts import default_timeout_s
 from .watch import Watch
+from .zygote_client import ZygoteError, use_zygote, zygote_for
 
-TAIL_LINES = 30  # lines of a dead child's output kept in its error
 KILL_GRACE_S = 10.0  # between SIGTERM and SIGKILL to a timed-out process group
 POLL_S = 0.25
 WATCH_EVERY_S = 1.0
-
-# Default timeout: start-up, plus a budget per training sample and per evaluation sample.
-STARTUP_S = 300.0
-SECONDS_PER_SAMPLE = {False: 0.5, True: 0.05}  # CPU, GPU: generous, to catch hangs, not slowness
-
-
-def default_timeout_s(spec: CellSpec, *, use_cuda: bool, n_train: int = 3668, n_eval: int = 408) -> float:
-    """Derived from the cell's steps: start-up plus a generous per-sample budget."""
-    if spec.max_steps > 0:
-        train_samples = spec.max_steps * spec.batch_size * spec.nproc
-        evals = 1 if spec.evaluate else 0
-    else:
-        train_samples = math.ceil(spec.num_train_epochs * n_train)
-        evals = (math.ceil(spec.num_train_epochs) + 1) if spec.evaluate else 0
-    per_sample = SECONDS_PER_SAMPLE[use_cuda]
-    return STARTUP_S + per_sample * (train_samples + 0.5 * evals * n_eval)
-
-
-def cell_timeout_s(spec: CellSpec, *, use_cuda: bool, override: float | None = None) -> tuple[float, str]:
-    """The timeout and where it came from: ``--cell-timeout``, the matrix, or the default."""
-    if override is not None:
-        return float(override), "--cell-timeout"
-    if spec.timeout is not None:
-        return float(spec.timeout), "the matrix's `timeout`"
-    return default_timeout_s(spec, use_cuda=use_cuda), "the default for its steps"
-
-
-def signal_name(number: int) -> str:
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return f"signal {number}"
-
-
-@dataclass
-class ChildOutcome:
-    """What the parent saw of one child."""
-
-    document: dict[str, Any] | None  # what the child wrote to its output file, if anything
-    returncode: int | None  # negative: killed by that signal
-    timed_out: bool
-    timeout_s: float
-    progress: progress_file.Progress
-    output_tail: list[str]
-    log: Path  # the child's whole output (stdout and stderr), in the scratch folder
-    wall_s: float
-    max_rss_bytes: int | None
-    watch: dict[str, Any] = field(default_factory=dict)
-    env: dict[str, Any] | None = None  # written by the child as soon as it started
-
-    @property
-    def died(self) -> bool:
-        return self.document is None
-
-    def failure(self, what: str = "the cell's child process") -> dict[str, Any]:
-        """Kind, exit code or signal, step reached and output tail; for the error document."""
-        code = self.returncode
-        info: dict[str, Any] = {
-            "returncode": code,
-            "signal": signal_name(-code) if code is not None and code < 0 else None,
-            "timed_out": self.timed_out,
-            "timeout_s": self.timeout_s,
-            "phase": self.progress.phase,
-            "last_step": self.progress.step,
-            "wall_s": self.wall_s,
-            "max_rss_bytes": self.max_rss_bytes,
-            "output_tail": self.output_tail,
-        }
-        where = self.progress.text()
-        if self.timed_out:
-            info["kind"] = "timeout"
-            reason = (f"timeout after {self.timeout_s:g} s {where}: {what} was still running, "
-                      "so its process group was killed")
-        elif code is not None and code < 0:
-            info["kind"] = "signal"
-            reason = f"{info['signal']}: {what} died of {info['signal']} {where}"
-            if -code == signal.SIGKILL:
-                rss = f" (its peak RSS was {self.max_rss_bytes / 2**30:.1f} GiB)" if self.max_rss_bytes else ""
-                reason += f"; the harness did not send it: the kernel's OOM killer sends SIGKILL when memory runs out{rss}"
-        else:
-            info["kind"] = "exit"
-            reason = f"exit code {code}: {what} exited {where} without writing a result"
-        text = "\n".join(self.output_tail)
-        if "CUDA error" in text or "CUBLAS_STATUS" in text or "cudaError" in text:
-            info["kind"] += "+cuda"
-            reason += "; a CUDA error is in its output"
-        tail = "\n".join(self.output_tail[-12:])
-        info["reason"] = f"{reason}. Its output ends:\n{tail}" if tail else f"{reason}; it printed nothing"
-        return info
-
-
-def _pump(stream: Any, log: Any, tail: collections.deque, echo: bool) -> None:
-    for raw in iter(stream.readline, b""):
-        log.write(raw)
-        log.flush()
-        line = raw.decode("utf-8", errors="replace").rstrip("\n")
-        tail.append(line)
-        if echo:
-            sys.__stderr__.write(line + "\n")
-    stream.close()
-
-
-def _follow(path: Path, tail: collections.deque, echo: bool, stop: threading.Event) -> None:
-    """Read the child's log file as it grows (a forked child writes it directly)."""
-    with path.open("rb") as handle:
-        pending = b""
-        while True:
-            chunk = handle.read(1 << 16)
-            if chunk:
-                pending += chunk
-                *lines, pending = pending.split(b"\n")
-                for raw in lines:
-                    line = raw.decode("utf-8", errors="replace")
-                    tail.append(line)
-                    if echo:
-                        sys.__stderr__.write(line + "\n")
-                continue
-            if stop.is_set():
-                if pending:
-                    tail.append(pending.decode("utf-8", errors="replace"))
-                return
-            time.sleep(POLL_S / 2)
 
 
 def _kill_group(pgid: int, sig: int) -> None:
@@ -185,133 +61,6 @@ def _wait(pid: int) -> tuple[int | None, int | None]:
     return os.waitstatus_to_exitcode(status), int(usage.ru_maxrss) * 1024  # Linux reports KiB
 
 
-# ---------------------------------------------------------------- how the child is started
-
-
-def use_zygote() -> bool:
-    """Single-process cells fork from a warm zygote (``zygote.py``) unless
-    ``HARNESS_LAUNCH=spawn`` asks for a new interpreter per execution."""
-    return os.environ.get("HARNESS_LAUNCH", "zygote") != "spawn"
-
-
-# Variables that change from test to test or call to call and that nothing reads at import
-# time: they do not call for a new zygote (the child gets the request's environment anyway).
-_VOLATILE_ENV = ("PYTEST_CURRENT_TEST", "HARNESS_TEST_FAULT_ONCE", "GLUE_DIR", "PYTHONUNBUFFERED")
-
-
-class ZygoteError(RuntimeError):
-    pass
-
-
-class Zygote:
-    """The launcher's side of ``python -m harness.launch.zygote``."""
-
-    def __init__(self, env: dict[str, str], python: str | None = None):
-        self.key = zygote_key(env, python)
-        self.proc = subprocess.Popen(
-            [python or sys.executable, "-m", "harness.launch.zygote"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL, env=env,
-        )
-        self._lock = threading.Lock()
-        self._next = 0
-        self._started: dict[int, int] = {}
-        self._ended: dict[int, tuple[int, int | None]] = {}
-        self._ready = threading.Event()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-        if not self._ready.wait(120) or self.proc.poll() is not None:
-            self.close()
-            raise ZygoteError("the zygote did not start (its imports failed or took over 120 s)")
-
-    def _read(self) -> None:
-        for raw in iter(self.proc.stdout.readline, b""):
-            try:
-                message = json.loads(raw)
-            except ValueError:
-                continue
-            with self._lock:
-                if "ready" in message:
-                    self._ready.set()
-                elif "started" in message:
-                    self._started[message["started"]] = message["pid"]
-                elif "ended" in message:
-                    self._ended[message["ended"]] = (message["returncode"], message.get("max_rss_bytes"))
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def fork(self, argv: list[str], env: dict[str, str], log: Path) -> int:
-        with self._lock:
-            self._next += 1
-            request_id = self._next
-        request = {"id": request_id, "argv": argv, "env": env, "log": str(log)}
-        try:
-            self.proc.stdin.write((json.dumps(request) + "\n").encode())
-            self.proc.stdin.flush()
-        except (BrokenPipeError, OSError) as exc:
-            raise ZygoteError(f"the zygote is gone ({exc})") from None
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            with self._lock:
-                if request_id in self._started:
-                    return self._started.pop(request_id)
-            if not self.alive():
-                raise ZygoteError(f"the zygote exited ({self.proc.returncode}) before it forked the child")
-            time.sleep(0.01)
-        raise ZygoteError("the zygote did not fork the child within 60 s")
-
-    def poll(self, pid: int) -> tuple[int | None, int | None]:
-        with self._lock:
-            if pid in self._ended:
-                return self._ended.pop(pid)
-        if not self.alive():  # the zygote died: its children are orphans we cannot wait for
-            try:
-                if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                    return None, None
-            except psutil.Error:
-                pass
-            return -1, None  # gone, or a zombie nobody will report: its exit status is lost
-        return None, None
-
-    def close(self) -> None:
-        try:
-            if self.proc.stdin:
-                self.proc.stdin.close()
-            self.proc.wait(timeout=10)
-        except (OSError, subprocess.TimeoutExpired):
-            self.proc.kill()
-
-
-def zygote_key(env: dict[str, str], python: str | None = None) -> str:
-    return json.dumps([python or sys.executable, sorted((k, v) for k, v in env.items() if k not in _VOLATILE_ENV)])
-
-
-_ZYGOTES: dict[str, Zygote] = {}
-MAX_ZYGOTES = 2  # an A/B run alternates two interpreters; both stay warm (an idle zygote uses no CPU)
-
-
-def zygote_for(env: dict[str, str], python: str | None = None) -> Zygote:
-    """The warm zygote for this interpreter and environment; at most two (the least recently
-    used retires first)."""
-    key = zygote_key(env, python)
-    found = _ZYGOTES.pop(key, None)
-    if found is not None and not found.alive():
-        found.close()
-        found = None
-    if found is None:
-        while len(_ZYGOTES) >= MAX_ZYGOTES:
-            _ZYGOTES.pop(next(iter(_ZYGOTES))).close()
-        found = Zygote(env, python)
-    _ZYGOTES[key] = found  # most recently used last
-    return found
-
-
-@atexit.register
-def _close_zygote() -> None:
-    while _ZYGOTES:
-        _ZYGOTES.pop(next(iter(_ZYGOTES))).close()
-
-
 class _Child:
     """A started child: its pid (also its process group) and how to wait for it."""
 
@@ -325,7 +74,7 @@ def _start(command: list[str], worker_argv: list[str], env: dict[str, str], log_
         log_path.touch()
         zygote = zygote_for(env, command[0])
         stop = threading.Event()
-        follower = threading.Thread(target=_follow, args=(log_path, tail, echo, stop), daemon=True)
+        follower = threading.Thread(target=follow_log, args=(log_path, tail, echo, stop, POLL_S / 2), daemon=True)
         follower.start()
         try:
             pid = zygote.fork(worker_argv, env, log_path)
@@ -343,7 +92,7 @@ def _start(command: list[str], worker_argv: list[str], env: dict[str, str], log_
         command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         env=env, start_new_session=True,
     )
-    pump = threading.Thread(target=_pump, args=(proc.stdout, log, tail, echo), daemon=True)
+    pump = threading.Thread(target=pump_output, args=(proc.stdout, log, tail, echo), daemon=True)
     pump.start()
 
     def poll() -> tuple[int | None, int | None]:
@@ -537,4 +286,4 @@ def _error(
     )
 
 
-__all__ = ["ChildOutcome", "cell_timeout_s", "default_timeout_s", "launch_cell", "run_child"]
+__all__ = ["launch_cell", "run_child"]
