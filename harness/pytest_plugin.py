@@ -507,7 +507,7 @@ def extra_info(result: CellResult, path: Path) -> dict[str, Any]:
         "torch": env.get("libraries", {}).get("torch"),
         "transformers": env.get("libraries", {}).get("transformers"),
         "spec": result.spec.to_dict(),
-        "verdict": (result.verdict or {}).get("verdict"),
+        "verdict": result.verdict.verdict if result.verdict is not None else None,
     }
     info.update({k: v for k, v in result.metrics.items() if isinstance(v, (int, float)) or v is None})
     return info

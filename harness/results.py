@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .judge.verdict import Verdict
 from .spec import CellSpec, SpecError
 
 SCHEMA_VERSION = 1
@@ -43,7 +44,7 @@ class CellResult:
     started_at: str = ""
     finished_at: str = ""
     reason: str | None = None  # why a cell was skipped, or what went wrong
-    verdict: dict[str, Any] | None = None  # the gate's verdict, when it judged the cell
+    verdict: Verdict | None = None  # the gate's verdict, when it judged the cell
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
@@ -56,6 +57,14 @@ class CellResult:
     @property
     def ok(self) -> bool:
         return self.status == "ok"
+
+    @property
+    def verdict_word(self) -> str:
+        """The verdict (``pass``, ``regression``, ...); for a cell the gate never judged, its
+        status's word (``skipped``, ``error``), or "" for a finished cell not judged yet."""
+        if self.verdict is not None:
+            return self.verdict.verdict
+        return "skipped" if self.status == "skipped" else "error" if self.status != "ok" else ""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -71,7 +80,7 @@ class CellResult:
             "provenance": self.provenance,
             "samples": _finite(self.samples),
             "env": self.env,
-            "verdict": self.verdict,
+            "verdict": self.verdict.to_dict() if self.verdict is not None else None,
         }
 
     @classmethod
@@ -100,9 +109,9 @@ class CellResult:
                 started_at=data.get("started_at", ""),
                 finished_at=data.get("finished_at", ""),
                 reason=data.get("reason"),
-                verdict=data.get("verdict"),
+                verdict=Verdict.from_dict(data["verdict"], spec.id) if data.get("verdict") else None,
             )
-        except (SpecError, TypeError, ValueError) as exc:
+        except (SpecError, TypeError, ValueError, KeyError) as exc:
             raise ResultsError(f"{source}: malformed result: {exc}") from None
         if data.get("id") not in (None, result.id):
             raise ResultsError(f"{source}: id {data.get('id')!r} does not match its spec's id {result.id!r}")

@@ -14,8 +14,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .judge.accept import accepted_from
-from .judge.gate import Verdict, confirm_verdict, judge, needs_confirmation, repeated_suspect, suspect_verdict
+from .judge.policy import Evidence, decide
 from .judge.stats import fold
+from .judge.verdict import JUDGED, Verdict
 from .judge.window import MIN_POINTS, build_window, cell_documents, load_pinned, previous_night
 from .launch import cell_timeout_s, launch_cell
 from .results import CellResult, ResultsError, RunWriter, new_run_id
@@ -267,24 +268,14 @@ class BenchmarkRun:
         elsewhere = None
         if result.ok and baseline is None and window is None:
             elsewhere = same_cell_elsewhere(self.options.baselines_dir, history, result)
-        confidence = self.matrix.confidence
-        verdict = judge(result, baseline, baseline_source=source, window=window, confidence=confidence,
-                        elsewhere=elsewhere)
-        confirm = self.options.confirm
-        if needs_confirmation(verdict):
-            if confirm > 0:
-                crossing = next(f for f in verdict.findings if f.verdict == "regression" or f.crossed)
-                self.say(f"{cell.id}: {crossing.line()}; confirming with {confirm} re-runs")
-                confirmed = self.measure(cell, confirm, vary_seed=False, what="confirmation")
-                verdict = confirm_verdict(verdict, result, confirmed, baseline, baseline_source=source,
-                                          window=window, confidence=confidence)
-            else:
-                verdict = suspect_verdict(verdict, "no confirmation runs (--confirm 0)")
-            previous = previous_night(history, result)
-            verdict = repeated_suspect(verdict, previous.verdict if previous is not None else None)
+        previous = previous_night(history, result) if result.ok else None
+        evidence = Evidence(baseline, source, window, elsewhere, previous.verdict if previous is not None else None,
+                            self.matrix.confidence)
+        verdict = decide(result, evidence, confirm=self.options.confirm, say=self.say,
+                         remeasure=lambda n: self.measure(cell, n, vary_seed=False, what="confirmation"))
         if baseline_error:
             verdict = Verdict(result.id, "error", verdict.findings, note=baseline_error)
-        result.verdict = verdict.to_dict()
+        result.verdict = verdict
         return result, verdict, baseline_error
 
     def run_cell(self, cell: CellSpec, timed: Callable[[Callable[[], None]], None] = lambda fn: fn()) -> tuple[
@@ -394,8 +385,8 @@ def judged_summary(results: list[CellResult]) -> str:
     judged = regressed = suspect = 0
     missing: dict[str, int] = {}
     for r in results:
-        verdict = (r.verdict or {}).get("verdict") or ("skipped" if r.status == "skipped" else "error")
-        if verdict in ("pass", "regression", "improvement", "suspect"):
+        verdict = r.verdict.verdict if r.verdict is not None else ("skipped" if r.status == "skipped" else "error")
+        if verdict in JUDGED:
             judged += 1
             regressed += verdict == "regression"
             suspect += verdict == "suspect"

@@ -2,7 +2,8 @@ from dataclasses import replace
 
 import pytest
 
-from harness.judge.gate import env_changes, judge, needs_confirmation
+from harness.judge.gate import env_changes, judge
+from harness.judge.policy import needs_confirmation
 from harness.judge.stats import fold, relative_spread
 from harness.judge.thresholds import Threshold, ThresholdError, resolve_thresholds
 from harness.results import CellResult

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.judge.verdict import Finding, Verdict
 from harness.report.html import build_report, write_report
 from harness.results import CellResult, RunWriter
 from harness.spec import CellSpec
@@ -22,12 +23,12 @@ def history(root, nights=4, partial_last=False):
         writer = RunWriter(root, run_id, matrix="nightly", planned=[c.id for c in CELLS], env=ENV)
         for spec in CELLS[: 2 if partial_last and night == nights - 1 else 3]:
             slow = night == nights - 1 and spec.padding == "max_length"
-            quality = [{"kind": "quality", "metric": "eval_accuracy", "baseline": 84.56, "threshold": ">= 82.10"}]
+            quality = [Finding("eval_accuracy", "quality", "pass", 85.0, 84.56, threshold=">= 82.10", basis="band")]
             writer.add(CellResult(
                 spec=spec, status="ok", run_id=run_id, env=ENV, finished_at=f"2026-11-2{night}T02:00:00Z",
                 metrics={"train_samples_per_s": 80.0 if slow else 100.0 + night, "peak_rss_bytes": 1.5e9,
                          "padding_efficiency": 0.6 if spec.padding == "dynamic" else 0.4, "eval_accuracy": 0.85},
-                verdict={"verdict": "regression" if slow else "pass", "findings": quality if spec.label else []},
+                verdict=Verdict(spec.id, "regression" if slow else "pass", quality if spec.label else []),
             ))
         writer.close(interrupted=partial_last and night == nights - 1)
 
@@ -130,7 +131,7 @@ def clone_history(root, cells: int, nights: int, *, seed: int = 0):
             metrics = dict(real.metrics, train_samples_per_s=level * (1 + rng.gauss(0, 0.03)))
             doc = replace(real, spec=spec, run_id=run_id, env=env, metrics=metrics,
                           finished_at=f"2026-{1 + night // 28:02d}-{1 + night % 28:02d}T02:30:00Z",
-                          verdict={"verdict": "pass", "findings": []})
+                          verdict=Verdict(spec.id, "pass"))
             writer.add(doc)
         writer.close()
 

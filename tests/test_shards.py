@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.judge.verdict import Verdict
 from harness.results import RunWriter, read_result
 from harness.store import open_store
 from harness.store.shards import execution_seconds, expected_durations, gather, main_merge, parse_shard, split
@@ -90,7 +91,7 @@ def shard_runs(results: Path, shards: dict[int, list[int]], night: str = "n7", c
                            extra={"night": night, "shard": {"index": index, "count": count or len(shards),
                                                             "selection": selection}})
         for b in batches:
-            writer.add(replace(cells[b], run_id=writer.run_id, verdict={"verdict": "pass", "findings": []}))
+            writer.add(replace(cells[b], run_id=writer.run_id, verdict=Verdict(cells[b].id, "pass")))
         writer.close()
         ids.append(writer.run_id)
     return ids

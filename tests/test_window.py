@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 
 from harness.judge.accept import accept, accepted_from
-from harness.judge.gate import judge, repeated_suspect, suspect_verdict
+from harness.judge.gate import judge
+from harness.judge.policy import Evidence, confirm_verdict, needs_confirmation, repeated_suspect, suspect_verdict
+from harness.judge.verdict import Verdict
 from harness.judge.window import MIN_POINTS, build_window, cell_documents, prediction_interval, previous_night
 from harness.results import CellResult, ResultsError, read_result, write_result
 from harness.spec import CellSpec
@@ -36,7 +38,7 @@ def real() -> CellResult:
 
 def clone(real: CellResult, run_id: str, speed: float, verdict: str | None = "pass", **changes) -> CellResult:
     metrics = dict(real.metrics, **{METRIC: speed})
-    return replace(real, run_id=run_id, metrics=metrics, verdict={"verdict": verdict, "findings": []} if verdict else None,
+    return replace(real, run_id=run_id, metrics=metrics, verdict=Verdict(real.id, verdict) if verdict else None,
                    **changes)
 
 
@@ -121,13 +123,13 @@ def test_a_suspect_night_passes_and_a_second_one_the_same_way_is_a_regression(re
     assert suspect.verdict == "suspect" and not suspect.failed and "SUSPECT" in suspect.note
     second = clone(real, night(31), level * 0.8, verdict=None)
     v2 = suspect_verdict(judge(second, None, window=build_window(history, second)), "not confirmed")
-    assert repeated_suspect(v2, suspect.to_dict()).verdict == "regression"
+    assert repeated_suspect(v2, suspect).verdict == "regression"
     faster = clone(real, night(31), level * 1.3, verdict=None)
     v3 = judge(faster, None, window=build_window(history, faster))
     assert v3.verdict == "improvement"
     up = suspect_verdict(replace(v3, findings=[replace(f, verdict="regression") for f in v3.findings
                                                if f.metric == METRIC]), "x")
-    assert repeated_suspect(up, suspect.to_dict()).verdict == "suspect", "the other direction is not the same level change"
+    assert repeated_suspect(up, suspect).verdict == "suspect", "the other direction is not the same level change"
 
 
 def test_history_is_read_from_the_run_folders_and_unreadable_files_are_skipped(real, tmp_path):
@@ -219,8 +221,6 @@ def test_the_simulated_nightly_gate_is_quiet_on_an_unchanged_level_and_catches_a
 
 
 def test_a_small_step_inside_the_one_night_interval_is_confirmed_by_pooling_the_re_runs(real):
-    from harness.judge.gate import confirm_verdict, needs_confirmation
-
     level = real.metrics[METRIC]
     history = [clone(real, night(i), level * f) for i, f in
                enumerate([1.0, 1.01, 0.99, 1.005, 0.995, 1.012, 0.988, 1.0, 1.003, 0.997] * 2)]
@@ -232,8 +232,8 @@ def test_a_small_step_inside_the_one_night_interval_is_confirmed_by_pooling_the_
     assert first.verdict == "pass" and needs_confirmation(first), "past -2%, inside the one-night interval: re-measure"
     reruns = clone(real, night(30), level * 0.972, verdict=None, spec=spec)
     reruns = replace(reruns, samples={"repeats": [{"seed": 42, METRIC: level * 0.97}, {"seed": 42, METRIC: level * 0.974}]})
-    confirmed = confirm_verdict(first, tonight, reruns, None, window=window)
+    confirmed = confirm_verdict(first, tonight, reruns, Evidence(window=window))
     (finding,) = [f for f in confirmed.findings if f.metric == METRIC]
     assert confirmed.verdict == "regression" and "for the mean of 3 measurements" in finding.note
     unchanged = replace(reruns, samples={"repeats": [{"seed": 42, METRIC: level * 1.004}, {"seed": 42, METRIC: level}]})
-    assert confirm_verdict(first, tonight, unchanged, None, window=window).verdict == "pass"
+    assert confirm_verdict(first, tonight, unchanged, Evidence(window=window)).verdict == "pass"

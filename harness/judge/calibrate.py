@@ -23,13 +23,15 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
+from ..measure.vocabulary import THROUGHPUT, TRAINING_RATES
 from ..results import CellResult, read_run
 from ..spec import load_matrix
 from ..store.baselines import load_baseline
-from .gate import confirm_verdict, judge, needs_confirmation
+from .gate import judge
+from .policy import Evidence, decide, needs_confirmation
 from .stats import fold
 
-SPEED_FIGURES = ("train_samples_per_s", "train_steps_per_s", "real_tokens_per_s", "padded_tokens_per_s")
+SPEED_FIGURES = TRAINING_RATES
 SLOWDOWNS = (0.02, 0.05, 0.10, 0.15, 0.20, 0.25, 0.30, 0.40, 0.50)
 
 
@@ -45,10 +47,14 @@ def slowed(result: CellResult, fraction: float) -> CellResult:
     return replace(result, metrics=metrics, samples=samples)
 
 
-def verdict_with_confirmation(first: CellResult, confirmations: Sequence[CellResult], baseline: CellResult) -> str:
-    verdict = judge(first, baseline)
-    if needs_confirmation(verdict) and confirmations:
-        verdict = confirm_verdict(verdict, replace(first, samples=dict(first.samples)), fold(list(confirmations)), baseline)
+def verdict_with_confirmation(first: CellResult, confirmations: Sequence[CellResult], baseline: CellResult,
+                              confirm: int = 2) -> str:
+    """The gate's own policy (``policy.decide``) on a recorded measurement: its confirmation
+    runs are the recorded ones; with none recorded, the measurement stands for its own
+    re-runs (the worst case for false alarms: a noisy first measurement is not cleared)."""
+    copy = replace(first, samples=dict(first.samples))  # the policy keeps its runs in the samples
+    reruns = fold(list(confirmations)) if confirmations else replace(first, samples=dict(first.samples))
+    verdict = decide(copy, Evidence(baseline=baseline), confirm=confirm, remeasure=lambda n: reruns)
     return verdict.verdict
 
 
@@ -81,17 +87,18 @@ def calibrate(baselines_dir: Path, run_dirs: Sequence[Path], confirm: int = 2, m
             others = measured_confirmations(first)
             if not others and len(runs) > 1:
                 others = [runs[(i + k) % len(runs)] for k in range(1, confirm + 1)]
-            base = baseline.metrics["train_samples_per_s"]
-            cell["changes"].append(first.metrics["train_samples_per_s"] / base - 1)
+            base = baseline.metrics[THROUGHPUT]
+            cell["changes"].append(first.metrics[THROUGHPUT] / base - 1)
             if needs_confirmation(judge(first, baseline)):
                 report["first_crossings"] += 1
-            if verdict_with_confirmation(first, others, baseline) == "regression":
+            if verdict_with_confirmation(first, others, baseline, confirm) == "regression":
                 cell["false_alarms"] += 1
                 cell.setdefault("alarms", []).append(
                     [f.line() for f in judge(first, baseline).regressions()] + [f"run {first.run_id}"]
                 )
             for s in SLOWDOWNS:
-                if verdict_with_confirmation(slowed(first, s), [slowed(o, s) for o in others], baseline) == "regression":
+                if verdict_with_confirmation(slowed(first, s), [slowed(o, s) for o in others], baseline,
+                                             confirm) == "regression":
                     caught[s] += 1
             judged += 1
         report["cells"][cell_id] = cell
@@ -116,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"false regressions after confirmation: {report['false_alarms']}")
     for cell_id, cell in report["cells"].items():
         changes = ", ".join(f"{c:+.1%}" for c in cell["changes"])
-        print(f"  {cell_id}: train_samples_per_s vs baseline {changes}; false alarms {cell['false_alarms']}")
+        print(f"  {cell_id}: {THROUGHPUT} vs baseline {changes}; false alarms {cell['false_alarms']}")
         for alarm in cell.get("alarms", []):
             print(f"    alarm: {'; '.join(alarm)}")
     print("planted slowdown -> share of verdicts that catch it:")

@@ -70,7 +70,7 @@ def series_of(results: Sequence[CellResult]) -> dict[tuple[str, str], list[CellR
     """``load_series`` of results already loaded, in run order."""
     out: dict[tuple[str, str], list[CellResult]] = {}
     for r in results:
-        if not r.ok or (r.verdict or {}).get("verdict") == "disturbed" or r.metrics.get("disturbed"):
+        if not r.ok or r.verdict_word == "disturbed" or r.metrics.get("disturbed"):
             continue
         out.setdefault((r.id, r.env.get("hardware_key", "")), []).append(r)
     return out

@@ -16,104 +16,18 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
+from ..measure.vocabulary import kind_of
 from ..results import CellResult
 from .references import PUBLISHED_SEED_STD_POINTS, PUBLISHED_SEED_STD_SOURCE, gating_reference, references_for
 from .stats import QUALITY_METRICS
 from .thresholds import DEFAULT_THRESHOLDS, GATED_METRICS, Threshold, resolve_thresholds
+from .verdict import Finding, Verdict, number
 from .window import DEFAULT_CONFIDENCE, MIN_POINTS, Window
 
 QUALITY_BAND_STD = 2.0
-
-VERDICTS = ("pass", "suspect", "regression", "improvement", "new", "disturbed", "skipped", "error")
-
-
-@dataclass(frozen=True)
-class Finding:
-    metric: str
-    kind: str  # "speed", "memory" or "quality"
-    verdict: str  # "pass", "regression", "improvement", "new", "suspect" or "unchecked"
-    current: float | None
-    baseline: float | None = None
-    change: float | None = None  # relative (speed, memory) or in points (quality)
-    threshold: str | None = None
-    noise: float | None = None
-    note: str = ""
-    crossed: bool = False  # past its threshold the bad way (whatever the noise or interval said)
-
-    def line(self) -> str:
-        if self.kind == "quality":
-            return self.note
-        if self.baseline is None or self.change is None:
-            return f"{self.metric}: {_num(self.current)} ({self.note or 'no baseline'})"
-        return (
-            f"{self.metric}: {_num(self.baseline)} -> {_num(self.current)} ({self.change:+.1%}; "
-            f"threshold {self.threshold}, noise {self.noise:.1%}){' ' + self.note if self.note else ''}"
-        )
-
-
-@dataclass
-class Verdict:
-    cell_id: str
-    verdict: str
-    findings: list[Finding] = field(default_factory=list)
-    env_changes: list[str] = field(default_factory=list)
-    baseline_source: str | None = None
-    confirmation: list[dict[str, Any]] | None = None
-    note: str = ""
-
-    @property
-    def failed(self) -> bool:
-        return self.verdict in ("regression", "error")
-
-    def regressions(self) -> list[Finding]:
-        return [f for f in self.findings if f.verdict == "regression"]
-
-    def message(self) -> str:
-        lines = [f"{self.cell_id}: {self.verdict}"]
-        shown = self.regressions() if self.verdict == "regression" else [
-            f for f in self.findings if f.verdict != "pass" or f.kind == "quality"
-        ]
-        lines += [f"  {f.line()}" for f in shown]
-        if self.confirmation is not None:
-            lines.append(f"  confirmation runs: {_confirmation_text(self.confirmation, self.regressions())}")
-        if self.baseline_source:
-            lines.append(f"  baseline: {self.baseline_source}")
-        if self.env_changes:
-            lines.append(f"  environment changed: {'; '.join(self.env_changes)}")
-        elif self.baseline_source:
-            lines.append("  environment: no difference in hardware, driver or library versions")
-        if self.note:
-            lines.append(f"  {self.note}")
-        return "\n".join(lines)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "verdict": self.verdict,
-            "findings": [asdict(f) for f in self.findings],
-            "env_changes": self.env_changes,
-            "baseline_source": self.baseline_source,
-            "confirmation": self.confirmation,
-            "note": self.note,
-        }
-
-
-def _num(value: float | None) -> str:
-    if value is None:
-        return "-"
-    if abs(value) >= 1e6:
-        return f"{value / 2**20:.1f} MiB"
-    return f"{value:.4g}"
-
-
-def _confirmation_text(runs: list[dict[str, Any]], regressions: list[Finding]) -> str:
-    metrics = [f.metric for f in regressions] or ["train_samples_per_s"]
-    return "; ".join(
-        f"{m} " + ", ".join(_num(r.get(m)) for r in runs) for m in metrics
-    )
-
 
 # ---------------------------------------------------------------- environment
 
@@ -167,7 +81,7 @@ def speed_findings(
         value = current.metrics.get(metric)
         if value is None:
             continue  # e.g. GPU memory figures on a CPU run
-        kind = "memory" if metric.endswith("_bytes") else "speed"
+        kind = "memory" if kind_of(metric) == "memory" else "speed"
         if window is not None and len(window.values(metric)) >= MIN_POINTS:
             findings.append(history_finding(metric, kind, float(value), threshold, window, confidence, draws))
             continue
@@ -188,7 +102,8 @@ def speed_findings(
         if past_threshold and past_noise:
             verdict = "regression" if bad else "improvement"
         note = "past the threshold but within the measured noise" if past_threshold and not past_noise else ""
-        findings.append(Finding(metric, kind, verdict, value, base, change, threshold.text, noise, note))
+        findings.append(Finding(metric, kind, verdict, value, base, change, threshold.text, noise, note,
+                                basis="baseline"))
     return findings
 
 
@@ -210,13 +125,13 @@ def history_finding(
         verdict = "regression" if bad else "improvement"
     pooled = f" for the mean of {draws} measurements" if draws > 1 else ""
     where = (f"history of {interval.n} runs, {confidence:.0%} prediction interval{pooled} "
-             f"[{_num(interval.low)}, {_num(interval.high)}]")
+             f"[{number(interval.low)}, {number(interval.high)}]")
     if past_threshold and not outside:
         where += "; past the threshold but inside the interval"
     elif outside and not past_threshold:
         where += "; outside the interval but within the threshold"
     return Finding(metric, kind, verdict, value, centre, change, threshold.text, interval.relative_half_width, where,
-                   crossed=past_threshold and bad)
+                   crossed=past_threshold and bad, basis="history")
 
 
 # ---------------------------------------------------------------- hardware-independent figures
@@ -262,11 +177,12 @@ def invariant_findings(current: CellResult, reference: CellResult | None) -> lis
             continue
         change = (value - base) / base
         if abs(change) <= INVARIANT_TOLERANCE:
-            findings.append(Finding(metric, "invariant", "pass", value, base, change, "exact", 0.0))
+            findings.append(Finding(metric, "invariant", "pass", value, base, change, "exact", 0.0, basis="reference"))
         else:
             note = (f"differs from the same cell's {reference.run_id} on {where}: the data, its order or the "
                     "tokenization changed, so the speed figures measure other work")
-            findings.append(Finding(metric, "invariant", "regression", value, base, change, "exact", 0.0, note))
+            findings.append(Finding(metric, "invariant", "regression", value, base, change, "exact", 0.0, note,
+                                    basis="reference"))
     return findings
 
 
@@ -312,7 +228,7 @@ def quality_findings(current: CellResult, baseline: CellResult | None) -> list[F
             why = "no dev-split reference and no multi-seed baseline (run --seeds N --update-baselines)"
             if others:
                 why += "; published for another split, not gated: " + ", ".join(others)
-            findings.append(Finding(name, "quality", "unchecked", value, note=f"{name} {value:.2f}: {why}"))
+            findings.append(Finding(name, "quality", "unchecked", value, note=f"{name} {value:.2f}: {why}", basis="none"))
             continue
         if std is None:
             std, std_source = PUBLISHED_SEED_STD_POINTS, f"published spread: {PUBLISHED_SEED_STD_SOURCE}"
@@ -327,7 +243,8 @@ def quality_findings(current: CellResult, baseline: CellResult | None) -> list[F
         )
         if reached is not None:
             note += f"; reached the band after {reached:.1f} s of training"
-        findings.append(Finding(name, "quality", verdict, value, centre, distance, f">= {lower:.2f}", std, note))
+        findings.append(Finding(name, "quality", verdict, value, centre, distance, f">= {lower:.2f}", std, note,
+                                basis="band"))
     return findings
 
 
@@ -369,7 +286,7 @@ def judge(
         + invariant_findings(current, reference)
         + quality_findings(current, baseline or (elsewhere if reference is elsewhere else None))
     )
-    judged_by_history = window is not None and any("history of" in f.note for f in findings)
+    judged_by_history = any(f.basis == "history" for f in findings)
     disturbed = current.metrics.get("disturbed")
     if disturbed:  # another load shared the machine: speed says nothing about the code
         findings = [
@@ -405,86 +322,4 @@ def judge(
     return Verdict(current.id, overall, findings, changes, baseline_source, note=note)
 
 
-def needs_confirmation(verdict: Verdict) -> bool:
-    """A speed or memory regression is re-measured before it fails; quality is not (seeds
-    are).  Against history, so is a figure past its threshold but still inside the one-night
-    interval: its confirmation runs, pooled with it, are held to the narrower interval of a
-    mean of several measurements, which is how small steps are caught on quiet machines."""
-    return any(f.kind in ("speed", "memory") and (f.verdict == "regression" or (f.crossed and "history of" in f.note))
-               for f in verdict.findings)
-
-
-def confirm_verdict(
-    first: Verdict, result: CellResult, confirmed: CellResult, baseline: CellResult | None,
-    *, baseline_source: str | None = None, window: Window | None = None, confidence: float = DEFAULT_CONFIDENCE,
-) -> Verdict:
-    """The verdict once the confirmation runs are in: speed and memory from them, quality
-    from the first measurement.  The runs' figures are kept in the result's samples.
-    A crossing the re-runs do not repeat is ``suspect`` (see ``suspect_verdict``)."""
-    if not confirmed.ok:
-        return first
-    draws = 1
-    if window is not None:  # against history: the first measurement and its re-runs, pooled
-        runs = [result.metrics, *(confirmed.samples.get("repeats") or [confirmed.metrics])]
-        pooled = dict(confirmed.metrics)
-        for name in GATED_METRICS:
-            values = [r.get(name) for r in runs if isinstance(r.get(name), (int, float))]
-            if values:
-                pooled[name] = sum(values) / len(values)
-        confirmed, draws = replace(confirmed, metrics=pooled), len(runs)
-    again = judge(confirmed, baseline, baseline_source=baseline_source, window=window, confidence=confidence,
-                  draws=draws)
-    quality = [f for f in first.findings if f.kind == "quality"]
-    speed = [f for f in again.findings if f.kind != "quality"]
-    confirmed_regression = any(f.verdict == "regression" for f in speed)
-    result.samples["first_measurement"] = result.samples.get("repeats")
-    result.samples["confirmation"] = confirmed.samples["repeats"]
-    if confirmed_regression or any(f.verdict == "regression" for f in quality):
-        return Verdict(result.id, "regression", speed + quality, again.env_changes, again.baseline_source,
-                       confirmation=[dict(r) for r in confirmed.samples["repeats"]])
-    if not first.regressions():  # only past the threshold, inside the interval, and not confirmed
-        return replace(first, confirmation=[dict(r) for r in confirmed.samples["repeats"]],
-                       note=(first.note + "; " if first.note else "")
-                       + "past a threshold inside the history's interval; the confirmation runs did not confirm it")
-    verdict = suspect_verdict(first, "the confirmation runs did not repeat it")
-    verdict.confirmation = [dict(r) for r in confirmed.samples["repeats"]]
-    return verdict
-
-
-def suspect_verdict(first: Verdict, why: str) -> Verdict:
-    """A speed or memory crossing that was not confirmed: the night passes, loudly.  Its
-    crossing findings are kept as ``suspect`` so the next night can tell a level change
-    (a second suspect night the same way) from a one-night outlier."""
-    findings = [
-        replace(f, verdict="suspect", note=(f.note + "; " if f.note else "") + "not confirmed")
-        if f.verdict == "regression" and f.kind in ("speed", "memory") else f
-        for f in first.findings
-    ]
-    if any(f.verdict == "regression" for f in findings):  # quality stays a regression
-        return replace(first, findings=findings)
-    crossed = "; ".join(f.line() for f in findings if f.verdict == "suspect")
-    note = f"SUSPECT: {crossed}; {why}. A second night past it the same way is a regression"
-    return replace(first, verdict="suspect", findings=findings, note=(first.note + "; " if first.note else "") + note)
-
-
-def repeated_suspect(verdict: Verdict, previous: dict[str, Any] | None) -> Verdict:
-    """Tonight suspect, and the previous night suspect on the same metric in the same
-    direction: the level moved, and it is a regression."""
-    if verdict.verdict != "suspect" or not previous or previous.get("verdict") != "suspect":
-        return verdict
-    before = {
-        (f.get("metric"), (f.get("change") or 0) > 0)
-        for f in previous.get("findings", []) if f.get("verdict") == "suspect"
-    }
-    again = [f for f in verdict.findings if f.verdict == "suspect" and (f.metric, (f.change or 0) > 0) in before]
-    if not again:
-        return verdict
-    findings = [
-        replace(f, verdict="regression", note=f.note + "; the previous night was past it the same way")
-        if f in again else f for f in verdict.findings
-    ]
-    return replace(verdict, verdict="regression", findings=findings,
-                   note="a second consecutive suspect night in the same direction: " + "; ".join(f.line() for f in again))
-
-
-__all__ = ["GATED_METRICS", "Finding", "Verdict", "env_changes", "judge", "needs_confirmation"]
+__all__ = ["GATED_METRICS", "Finding", "Verdict", "env_changes", "judge"]

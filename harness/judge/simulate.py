@@ -27,11 +27,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from ..measure.vocabulary import THROUGHPUT
 from ..results import CellResult, read_result
-from .gate import confirm_verdict, judge, needs_confirmation, repeated_suspect, suspect_verdict
+from .policy import Evidence, decide
+from .verdict import Verdict
 from .window import DEFAULT_CONFIDENCE, DEFAULT_WINDOW, build_window
 
-METRIC = "train_samples_per_s"
+METRIC = THROUGHPUT
 STEPS = (0.02, 0.03, 0.05, 0.08, 0.10, 0.15, 0.20, 0.25)
 
 
@@ -58,29 +60,26 @@ class Simulation:
         return self.level * factor * (1 + self.rng.gauss(0, self.noise))
 
     def night(self, factor: float = 1.0) -> str:
-        """Judge one night at ``factor`` times the level; returns its verdict."""
+        """Judge one night at ``factor`` times the level, by the gate's own policy; returns its verdict."""
         self.count += 1
         tonight = _night(self.template, self.count, self.draw(factor), self.noise)
         win = build_window(self.history[-3 * self.window:], tonight, size=self.window)  # the recent past suffices
         if len(win.runs) < 5:
-            tonight.verdict = {"verdict": "new", "findings": []}
+            tonight.verdict = Verdict(tonight.id, "new")
             self.history.append(tonight)
             return "new"
-        verdict = judge(tonight, None, window=win, confidence=self.confidence)
-        if needs_confirmation(verdict):
-            if self.confirm:
-                values = [self.draw(factor) for _ in range(self.confirm)]
-                confirmed = replace(tonight, metrics=dict(tonight.metrics, **{METRIC: statistics.median(values)}),
-                                    samples={"noise": {METRIC: self.noise},
-                                             "repeats": [{"seed": tonight.spec.seed, METRIC: v} for v in values]})
-                verdict = confirm_verdict(verdict, tonight, confirmed, None, window=win, confidence=self.confidence)
-            else:
-                verdict = suspect_verdict(verdict, "no confirmation runs")
-            previous = self.history[-1].verdict if self.history else None
-            verdict = repeated_suspect(verdict, previous)
-        tonight.verdict = verdict.to_dict()
+
+        def remeasure(n: int) -> CellResult:
+            values = [self.draw(factor) for _ in range(n)]
+            return replace(tonight, metrics=dict(tonight.metrics, **{METRIC: statistics.median(values)}),
+                           samples={"noise": {METRIC: self.noise},
+                                    "repeats": [{"seed": tonight.spec.seed, METRIC: v} for v in values]})
+
+        previous = self.history[-1].verdict if self.history else None
+        tonight.verdict = decide(tonight, Evidence(window=win, previous=previous, confidence=self.confidence),
+                                 confirm=self.confirm, remeasure=remeasure)
         self.history.append(tonight)
-        return verdict.verdict
+        return tonight.verdict.verdict
 
 
 def false_alarms(template: CellResult, *, noise: float, threshold: str, nights: int, cells: int = 10,

@@ -15,9 +15,10 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
+from ..measure.vocabulary import QUALITY, THROUGHPUT, TRAINING_RATES
 from ..results import CellResult
 
-QUALITY_METRICS = ("eval_accuracy", "eval_f1")
+QUALITY_METRICS = QUALITY
 
 
 def relative_spread(values: Sequence[float]) -> float:
@@ -41,7 +42,7 @@ def within_run_noise(step_seconds: Sequence[float], warmup: int) -> float:
 
 
 RAW_SAMPLES = ("step_seconds", "step_samples", "step_real_tokens", "step_padded_tokens")
-HEADLINE_METRIC = "train_samples_per_s"
+HEADLINE_METRIC = THROUGHPUT
 
 
 def headline_index(results: Sequence[CellResult]) -> int:
@@ -78,7 +79,7 @@ def fold(results: Sequence[CellResult]) -> CellResult:
         if values:
             noise[name] = relative_spread(values)
     single = within_run_noise(head.samples.get("step_seconds", []), head.spec.timing_warmup_steps)
-    for name in ("train_samples_per_s", "train_steps_per_s", "real_tokens_per_s", "padded_tokens_per_s"):
+    for name in TRAINING_RATES:
         if name in noise:
             noise[name] = max(noise[name], single if len(ok) == 1 else 0.0)
     seeds = sorted({r.spec.seed for r in ok})

@@ -17,29 +17,19 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-# metric -> the direction that is bad (-1: a fall, +1: a rise)
-GATED_METRICS: dict[str, int] = {
-    "train_samples_per_s": -1,
-    "train_steps_per_s": -1,
-    "real_tokens_per_s": -1,
-    "padded_tokens_per_s": -1,
-    "eval_samples_per_s": -1,
-    "train_wall_s": +1,
-    "eval_wall_s": +1,
-    "peak_mem_allocated_bytes": +1,
-    "peak_mem_reserved_bytes": +1,
-    "peak_device_mem_used_bytes": +1,
-    "peak_rss_bytes": +1,
-}
+from ..measure.vocabulary import ALLOCATED, DEVICE_USED, GATED, RESERVED, RSS, THROUGHPUT
+
+# metric -> the direction that is bad (-1: a fall, +1: a rise), from the vocabulary
+GATED_METRICS = GATED
 
 # Every measured execution runs in a fresh process, so process RSS (sampled during
 # training) is the cell's own and is gated like the GPU allocator's peaks.
 DEFAULT_THRESHOLDS: tuple[str, ...] = (
-    "train_samples_per_s:-5%",
-    "peak_rss_bytes:+10%",
-    "peak_mem_allocated_bytes:+5%",
-    "peak_mem_reserved_bytes:+5%",
-    "peak_device_mem_used_bytes:+5%",
+    f"{THROUGHPUT}:-5%",
+    f"{RSS}:+10%",
+    f"{ALLOCATED}:+5%",
+    f"{RESERVED}:+5%",
+    f"{DEVICE_USED}:+5%",
 )
 
 _UNITS = {"": 1, "B": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3}

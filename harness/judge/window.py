@@ -146,7 +146,7 @@ def build_window(
         if not r.ok:
             leave(r.status)
             continue
-        verdict = (r.verdict or {}).get("verdict")
+        verdict = r.verdict_word
         if verdict in LEFT_OUT:
             leave(verdict)
             continue

@@ -11,6 +11,7 @@ from typing import Any
 
 import pandas as pd
 
+from ..measure.vocabulary import ACCURACY
 from ..store import Store, open_store
 
 COLUMNS: dict[str, str] = {
@@ -63,9 +64,9 @@ def frame_of(runs: list[tuple[dict[str, Any], list]]) -> pd.DataFrame:
     for manifest, results in runs:
         for r in results:
             spec, env, m = r.spec, r.env, r.metrics
-            findings = (r.verdict or {}).get("findings") or []
-            quality = next((f for f in findings if f["kind"] == "quality" and f["metric"] == "eval_accuracy"), None)
-            lower = quality.get("threshold") if quality else None
+            findings = r.verdict.findings if r.verdict is not None else []
+            quality = next((f for f in findings if f.kind == "quality" and f.metric == ACCURACY), None)
+            lower = quality.threshold if quality else None
             rows.append({
                 "run_id": manifest["run_id"],
                 "run_state": manifest.get("state"),
@@ -73,7 +74,7 @@ def frame_of(runs: list[tuple[dict[str, Any], list]]) -> pd.DataFrame:
                 "finished_at": pd.to_datetime(r.finished_at, utc=True, errors="coerce"),
                 "cell_id": r.id,
                 "status": r.status,
-                "verdict": (r.verdict or {}).get("verdict", ""),
+                "verdict": r.verdict.verdict if r.verdict is not None else "",
                 "task": spec.task, "checkpoint": spec.checkpoint, "weights": spec.weights,
                 "padding": spec.padding, "batch_size": spec.batch_size, "precision": spec.precision,
                 "max_length": spec.max_length, "seed": spec.seed,
@@ -82,7 +83,7 @@ def frame_of(runs: list[tuple[dict[str, Any], list]]) -> pd.DataFrame:
                 "torch": (env.get("libraries") or {}).get("torch"),
                 "transformers": (env.get("libraries") or {}).get("transformers"),
                 **{name: m.get(name) for name in _METRICS},
-                "quality_reference": quality.get("baseline") if quality else None,
+                "quality_reference": quality.baseline if quality else None,
                 "quality_lower": float(lower.removeprefix(">= ")) if isinstance(lower, str) else None,
             })
     frame = pd.DataFrame(rows, columns=list(COLUMNS))

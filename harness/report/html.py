@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..judge.verdict import Finding
 from ..results import CellResult, ResultsError
 from ..store import is_url, open_store
 from .history import COLUMNS, frame_of
@@ -39,11 +40,8 @@ SPEED = "train_samples_per_s"
 BAND_RUNS = 20  # the gate's window
 
 
-def _speed_finding(result: CellResult) -> dict[str, Any]:
-    for finding in (result.verdict or {}).get("findings") or []:
-        if finding.get("metric") == SPEED:
-            return finding
-    return {}
+def _speed_finding(result: CellResult) -> Finding | None:
+    return next((f for f in result.verdict.findings if f.metric == SPEED), None) if result.verdict is not None else None
 
 
 def _num(value: Any) -> float | None:
@@ -66,11 +64,6 @@ def _band(values: Sequence[float]) -> tuple[float, float] | None:
     return interval.low, interval.high
 
 
-def _verdict(result: CellResult) -> str:
-    return (result.verdict or {}).get("verdict") or ("skipped" if result.status == "skipped" else
-                                                      "error" if result.status != "ok" else "")
-
-
 def verdict_rows(latest: list[CellResult], history: dict[str, list[CellResult]]) -> list[dict[str, Any]]:
     """The night's table: value, baseline (the verdict's, else the history's median), change,
     threshold, noise and verdict of samples/s, for the newest result of every cell."""
@@ -78,24 +71,24 @@ def verdict_rows(latest: list[CellResult], history: dict[str, list[CellResult]])
     for r in latest:
         finding = _speed_finding(r)
         value = _num(r.metrics.get(SPEED))
-        baseline = _num(finding.get("baseline"))
+        baseline = _num(finding.baseline) if finding else None
         source = "baseline" if baseline is not None else ""
         if baseline is None:
             earlier = [_num(h.metrics.get(SPEED)) for h in history.get(r.id, []) if h.run_id < r.run_id and h.ok]
             earlier = [v for v in earlier if v is not None][-BAND_RUNS:]
             if earlier:
                 baseline, source = statistics.median(earlier), "history median"
-        change = _num(finding.get("change"))
+        change = _num(finding.change) if finding else None
         if change is None and value is not None and baseline:
             change = value / baseline - 1
-        noise = _num(finding.get("noise"))
+        noise = _num(finding.noise) if finding else None
         if noise is None:
             noise = _num((r.samples.get("noise") or {}).get(SPEED))
         rows.append({
-            "cell": r.id, "run": r.run_id, "verdict": _verdict(r), "value": value, "baseline": baseline,
-            "baseline_source": source, "change": change, "threshold": finding.get("threshold") or "",
+            "cell": r.id, "run": r.run_id, "verdict": r.verdict_word, "value": value, "baseline": baseline,
+            "baseline_source": source, "change": change, "threshold": (finding.threshold if finding else None) or "",
             "noise": noise, "memory": peak_memory(r)[1], "accuracy": _quality_value(r, "eval_accuracy"),
-            "f1": _quality_value(r, "eval_f1"), "note": (r.reason or (r.verdict or {}).get("note") or "")[:160],
+            "f1": _quality_value(r, "eval_f1"), "note": (r.reason or (r.verdict.note if r.verdict is not None else ""))[:160],
             **{axis: _axis(r, axis) for axis in AXES},
         })
     return rows
@@ -200,8 +193,9 @@ def chart_data(runs: list[tuple[dict[str, Any], list[CellResult]]], changes: lis
             cell["memory"].append(round(memory / 2**20, 1) if memory is not None else None)
             cell["accuracy"].append(_quality_value(r, "eval_accuracy"))
             cell["f1"].append(_quality_value(r, "eval_f1"))
-            cell["verdict"].append(_verdict(r))
-            cell["threshold"] = _speed_finding(r).get("threshold") or cell.get("threshold")
+            cell["verdict"].append(r.verdict_word)
+            finding = _speed_finding(r)
+            cell["threshold"] = (finding.threshold if finding else None) or cell.get("threshold")
     for cell_id, cell in cells.items():
         # The gate's window: good runs since the cell's last accepted change of level.
         since = max((run_index[e["from_run"]] for e in accepted

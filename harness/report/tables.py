@@ -40,7 +40,7 @@ def summary_rows(results: Iterable[CellResult]) -> list[list[str]]:
         rows.append(
             [
                 r.id,
-                r.status if r.status != "ok" or not r.verdict else r.verdict["verdict"],
+                r.status if r.status != "ok" or r.verdict is None else r.verdict.verdict,
                 _fmt(m.get("train_samples_per_s"), ".1f"),
                 _fmt(m.get("real_tokens_per_s"), ".0f"),
                 _fmt(m.get("padding_efficiency"), ".1%"),
@@ -62,7 +62,7 @@ def quality_cells(r: CellResult) -> list[str]:
 
 
 def _note(r: CellResult) -> str:
-    text = r.reason or (r.verdict or {}).get("note") or ""
+    text = r.reason or (r.verdict.note if r.verdict is not None else "")
     return text.splitlines()[0][:70] if text else ""
 
 

@@ -187,7 +187,7 @@ def failing(result: CellResult) -> bool:
     """A cell that fails its test: it did not run (other than a skip), or its verdict failed."""
     if result.status == "skipped":
         return False
-    return result.status != "ok" or (result.verdict or {}).get("verdict") in ("regression", "error")
+    return result.status != "ok" or result.verdict_word in ("regression", "error")
 
 
 def main_merge(sources: Sequence[Path], *, into: Path, night: str | None, store_url: str | None,
