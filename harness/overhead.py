@@ -49,18 +49,6 @@ class OverheadResult:
         }
 
 
-def cannot_run_here(cell: CellSpec, *, use_cuda: bool) -> str | None:
-    """Why ``cell`` cannot run on this machine's CPU, said without touching CUDA (on a GPU
-    run the child finds out, where CUDA is initialized); None when it may run."""
-    if use_cuda:
-        return None
-    if cell.precision == "fp16":
-        return "fp16 mixed precision (with loss scaling) needs a CUDA device; this run is on the CPU"
-    if cell.extra_training_args.get("tf32"):
-        return "tf32 is a CUDA (Ampere and newer) setting; this run is on the CPU"
-    return None
-
-
 def overhead_cell(cell: CellSpec, steps: int) -> CellSpec:
     return replace(cell, weights="random", max_steps=steps, evaluate=False, label="overhead")
 
@@ -69,7 +57,7 @@ def bare_train_wall(cell: CellSpec, *, use_cuda: bool, glue_dir: str | None, boa
     """In the child (``harness.worker --bare``): a bare Trainer over the same cell."""
     import torch
 
-    from .runner import prepare_cell
+    from .prepare import prepare_cell
 
     with tempfile.TemporaryDirectory(prefix="harness-bare-") as scratch:
         prepared = prepare_cell(cell, use_cuda=use_cuda, output_dir=scratch, glue_dir=glue_dir)

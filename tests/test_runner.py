@@ -3,8 +3,9 @@ import json
 import pytest
 import torch
 
+from harness.prepare import HarnessTrainer
 from harness.results import read_result, write_result
-from harness.runner import HarnessTrainer, run_cell
+from harness.runner import run_cell
 
 
 def test_a_cell_runs_on_real_mrpc_and_writes_a_complete_result(tiny_cell, tmp_path):
@@ -86,7 +87,7 @@ def test_gradient_accumulation_counts_every_batch(tiny_cell):
 def test_a_compiled_cell_trains_on_full_batches_only(tiny_cell, tmp_path):
     """A partial last batch would recompile a compiled model inside the timed steps: compiled
     cells drop it, and their planned steps count full batches (3,668 pairs: 28 of 128)."""
-    from harness.runner import planned_optimizer_steps, prepare_cell
+    from harness.prepare import planned_optimizer_steps, prepare_cell
 
     cell = tiny_cell(batch_size=128, max_steps=-1, num_train_epochs=1, training_args=(("torch_compile", True),))
     prepared = prepare_cell(cell, use_cuda=False, output_dir=tmp_path)

@@ -15,13 +15,14 @@ sets in turn (so that no repeat reads what the last left in the cache), and each
 checked against a float64 product of a slice of its rows (the relative error is recorded:
 bf16 lands near 1e-3 to 1e-2, fp32 far under 1e-3, tf32 near 3e-4).
 
-The harness reads the file named by ``HARNESS_MEASURED_PEAKS`` (``runner.measured_peak_tflops``)
+The harness reads the file named by ``HARNESS_MEASURED_PEAKS`` (``measured_peak_tflops``)
 and records each cell's ``mfu_measured_peak`` beside ``mfu``.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import statistics
 from pathlib import Path
 from typing import Any
@@ -126,3 +127,21 @@ def write(out: str | Path) -> dict[str, Any]:
     figures = measure()
     Path(out).write_text(json.dumps(figures, indent=2))
     return figures
+
+
+MEASURED_PEAKS_ENV = "HARNESS_MEASURED_PEAKS"
+
+
+def measured_peak_tflops(precision: str, tf32: bool = False) -> float | None:
+    """The dense matmul rate measured on this device (``python -m harness ceilings --out
+    FILE``, named by ``HARNESS_MEASURED_PEAKS``) for the cell's precision; None without one."""
+    path = os.environ.get(MEASURED_PEAKS_ENV)
+    if not path:
+        return None
+    try:
+        peaks = json.loads(Path(path).read_text())["matmul_tflops"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    key = "tf32" if precision == "fp32" and tf32 else precision
+    value = peaks.get(key)
+    return float(value) if isinstance(value, (int, float)) else None
