@@ -46,6 +46,13 @@ STEP_TIME = "step_time_median_s"
 ENERGY_PER_SAMPLE = "energy_per_sample_j"
 MFU = "mfu"
 FINAL_LOSS = "final_train_loss"
+ACHIEVED_TFLOPS = "achieved_tflops"
+ENERGY = "energy_j"
+THROTTLED = "throttled"
+WORLD_SIZE = "world_size"
+REPEATS = "repeats"
+# The headline memory figure, read from the first of MEMORY_BY_PREFERENCE a result holds.
+PEAK_MEMORY = "peak_memory"
 
 FIGURES: dict[str, Figure] = {f.name: f for f in (
     Figure(THROUGHPUT, "samples/s", FALL, "samples/s", "speed", gated=True),
@@ -66,6 +73,12 @@ FIGURES: dict[str, Figure] = {f.name: f for f in (
     Figure(ENERGY_PER_SAMPLE, "J", RISE, "J/sample", "energy"),
     Figure(MFU, "fraction", FALL, "MFU", "efficiency"),
     Figure(FINAL_LOSS, "loss", RISE, "loss", "quality"),
+    Figure(ACHIEVED_TFLOPS, "TFLOP/s", FALL, "TFLOP/s", "efficiency"),
+    Figure(ENERGY, "J", RISE, "energy J", "energy"),
+    Figure(THROTTLED, "flag", NEITHER, "throttled", "count"),
+    Figure(WORLD_SIZE, "processes", NEITHER, "processes", "count"),
+    Figure(REPEATS, "count", NEITHER, "repeats", "count"),
+    Figure(PEAK_MEMORY, "bytes", RISE, "peak mem", "memory"),
 )}
 
 # Threshold-able figures and the way that is a regression.
@@ -75,6 +88,8 @@ QUALITY = (ACCURACY, F1)  # the gated quality figures, held against a band
 TRAINING_RATES = (THROUGHPUT, STEPS_PER_S, REAL_TOKENS_PER_S, PADDED_TOKENS_PER_S)
 # Device memory as the report shows it: the allocator's reserved peak on a GPU, RSS on a CPU.
 MEMORY_BY_PREFERENCE = (RESERVED, RSS)
+# Which memory the headline is, as a word beside it: "1.3 GiB (rss)".
+MEMORY_SOURCE = {RESERVED: "reserved", RSS: "rss"}
 
 
 def kind_of(name: str) -> str:

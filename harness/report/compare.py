@@ -25,10 +25,13 @@ from typing import Any
 
 from tabulate import tabulate
 
-from ..judge.gate import env_changes, judge
+from ..judge.gate import env_changes, judge, noise_of
+from ..judge.verdict import Verdict
+from ..measure.vocabulary import ACCURACY, F1, PEAK_MEMORY, QUALITY, REAL_TOKENS_PER_S, THROUGHPUT, label_of
 from ..results import CellResult, ResultsError, read_result, read_run
 from ..spec import CellSpec, recipe_changes
 from ..store import Store
+from .limits import relative_limit
 from .tables import peak_memory
 
 
@@ -112,19 +115,10 @@ def _from_benchmark_json(path: Path) -> Side:
 
 # ---------------------------------------------------------------- the comparison
 
-FIGURES = (
-    ("train_samples_per_s", "samples/s"),
-    ("real_tokens_per_s", "real tok/s"),
-    ("peak_memory", "peak mem"),
-    ("eval_accuracy", "acc"),
-    ("eval_f1", "f1"),
-)
-
-
 def figure(result: CellResult, name: str) -> float | None:
-    if name.startswith("eval_") and result.spec.weights == "random":
+    if name in QUALITY and result.spec.weights == "random":
         return None  # chance level (always the majority label): not a result
-    value = peak_memory(result)[1] if name == "peak_memory" else result.metrics.get(name)
+    value = peak_memory(result)[1] if name == PEAK_MEMORY else result.metrics.get(name)
     return None if value is None else float(value)
 
 
@@ -172,38 +166,31 @@ def compare(old: Side, new: Side) -> Comparison:
         # [defaults] and the cell's own): the new side's, layered over the old side's, as
         # the gate judged them, so compare and the nightly gate cannot disagree.
         verdict = judge(b, a, matrix_thresholds=a.spec.thresholds)
-        kinds = {f.kind for f in verdict.regressions()}
-        if "quality" in kinds:
-            word = "quality out of band"
-        elif "speed" in kinds:
-            word = "slower"
-        elif "memory" in kinds:
-            word = "more memory"
-        elif any(f.verdict == "improvement" and f.kind == "speed" for f in verdict.findings):
-            word = "faster"
-        else:
-            word = "unchanged"
         changes = recipe_changes(a.spec, b.spec)
         notes = [f"recipe differs: {', '.join(changes)}"] if changes else []
-        row = Row(cell_id, a, b, word, "")
-        word, why = speed_verdict(row, word, limit_of(b))
+        row = Row(cell_id, a, b, word_of(verdict), "")
+        word, why = speed_verdict(row, row.verdict, relative_limit(b.spec))
         row.verdict = word
         row.detail = "; ".join(notes + ([why] if why else []) + [f.line() for f in verdict.regressions()])
         comparison.rows.append(row)
     return comparison
 
 
-SPEED_METRIC = "train_samples_per_s"
+# The gate's regressions by kind, the worst first, as compare words them.
+WORSE_WORDS = {"quality": "quality out of band", "speed": "slower", "memory": "more memory"}
 
 
-def limit_of(result: CellResult) -> float:
-    from ..judge.thresholds import DEFAULT_THRESHOLDS, resolve_thresholds
+def word_of(verdict: Verdict) -> str:
+    """The gate's verdict of the new side against the old, in compare's words."""
+    kinds = {f.kind for f in verdict.regressions()}
+    worse = [word for kind, word in WORSE_WORDS.items() if kind in kinds]
+    if worse:
+        return worse[0]
+    faster = any(f.verdict == "improvement" and f.kind == "speed" for f in verdict.findings)
+    return "faster" if faster else "unchanged"
 
-    threshold = resolve_thresholds(DEFAULT_THRESHOLDS, result.spec.thresholds).get(SPEED_METRIC)
-    return threshold.limit if threshold is not None and threshold.relative else 0.05
 
-
-def repeat_values(result: CellResult, metric: str = SPEED_METRIC) -> list[float]:
+def repeat_values(result: CellResult, metric: str = THROUGHPUT) -> list[float]:
     return [float(r[metric]) for r in result.samples.get("repeats") or [] if isinstance(r.get(metric), (int, float))]
 
 
@@ -212,10 +199,8 @@ def speed_verdict(row: Row, word: str, limit: float) -> tuple[str, str]:
     A/B interval decides (``upgrade/ab.py``: faster, slower, unchanged, inconclusive); else
     the gate's word stands, except that ``unchanged`` becomes ``inconclusive`` where the
     two sides' noise is wider than the threshold: it cannot tell a change of that size."""
-    from ..judge.gate import noise_of
-
     a, b = repeat_values(row.old), repeat_values(row.new)
-    noises = [noise_of(r, SPEED_METRIC) for r in (row.old, row.new)]
+    noises = [noise_of(r, THROUGHPUT) for r in (row.old, row.new)]
     row.noise = math.sqrt(sum(n * n for n in noises)) if any(noises) else None
     if word in ("quality out of band", "more memory"):
         return word, ""
@@ -252,7 +237,7 @@ def by_axis(comparison: Comparison) -> list[list[str]]:
     for axis in AXES:
         groups: dict[Any, list[float]] = defaultdict(list)
         for row in comparison.rows:
-            ratio = row.ratio("train_samples_per_s")
+            ratio = row.ratio(THROUGHPUT)
             if ratio is not None:
                 groups[getattr(row.new.spec, axis)].append(ratio)
         for value, ratios in sorted(groups.items(), key=lambda kv: str(kv[0])):
@@ -279,8 +264,8 @@ def _speedup_within(side: Side, axis: str, value: Any) -> float | None:
             continue
         twin_id = _with_axis(result.spec, axis, reference)
         twin = side.results.get(twin_id)
-        if twin is not None and twin.ok and figure(twin, "train_samples_per_s"):
-            ratios.append(figure(result, "train_samples_per_s") / figure(twin, "train_samples_per_s"))
+        if twin is not None and twin.ok and figure(twin, THROUGHPUT):
+            ratios.append(figure(result, THROUGHPUT) / figure(twin, THROUGHPUT))
     return geomean(ratios) if ratios else None
 
 
@@ -307,7 +292,7 @@ def _with_noise(value: float | None, noise: float | None) -> str:
 
 
 def _quality(row: Row) -> str:
-    old, new = figure(row.old, "eval_f1"), figure(row.new, "eval_f1")
+    old, new = figure(row.old, F1), figure(row.new, F1)
     if new is None:
         return "-"
     return f"{new:.3f}" + (f"({new - old:+.3f})" if old is not None else "")
@@ -317,18 +302,16 @@ def table_rows(comparison: Comparison, *, only_changed: bool = False, sort: str 
     """One row per cell in the style of asv and pytest-benchmark: a marker, old and new
     samples/s with their noise, the ratio, the memory ratio, F1 (and its change), the
     verdict, and the cell last."""
-    from ..judge.gate import noise_of
-
     chosen = [r for r in comparison.rows if not only_changed or r.verdict != "unchanged"]
     if sort == "ratio":
-        chosen.sort(key=lambda r: (r.ratio(SPEED_METRIC) is None, r.ratio(SPEED_METRIC) or 0.0, r.cell_id))
+        chosen.sort(key=lambda r: (r.ratio(THROUGHPUT) is None, r.ratio(THROUGHPUT) or 0.0, r.cell_id))
     rows = []
     for row in chosen:
-        ratio, memory = row.ratio(SPEED_METRIC), row.ratio("peak_memory")
+        ratio, memory = row.ratio(THROUGHPUT), row.ratio(PEAK_MEMORY)
         rows.append([
             MARKS.get(row.verdict, " "),
-            _with_noise(figure(row.old, SPEED_METRIC), noise_of(row.old, SPEED_METRIC)),
-            _with_noise(figure(row.new, SPEED_METRIC), noise_of(row.new, SPEED_METRIC)),
+            _with_noise(figure(row.old, THROUGHPUT), noise_of(row.old, THROUGHPUT)),
+            _with_noise(figure(row.new, THROUGHPUT), noise_of(row.new, THROUGHPUT)),
             "-" if ratio is None else f"{ratio:.3f}",
             "-" if memory is None else f"{memory:.2f}",
             _quality(row),
@@ -338,7 +321,7 @@ def table_rows(comparison: Comparison, *, only_changed: bool = False, sort: str 
     return rows
 
 
-HEADERS = ["", "samples/s old", "new", "ratio", "mem ratio", "F1", "verdict", "cell"]
+HEADERS = ["", f"{label_of(THROUGHPUT)} old", "new", "ratio", "mem ratio", label_of(F1), "verdict", "cell"]
 
 
 def _fit(rows: list[list[str]], tablefmt: str, width: int) -> str:
@@ -353,33 +336,30 @@ def _fit(rows: list[list[str]], tablefmt: str, width: int) -> str:
 
 
 CSV_COLUMNS = [
-    "cell", "train_samples_per_s_old", "train_samples_per_s_new", "train_samples_per_s_ratio",
-    "train_samples_per_s_change_pct", "threshold_pct", "noise_old_pct", "noise_new_pct", "noise_combined_pct",
-    "interval_low_ratio", "interval_high_ratio", "real_tokens_per_s_old", "real_tokens_per_s_new",
-    "peak_memory_old_MiB", "peak_memory_new_MiB", "eval_accuracy_old", "eval_accuracy_new", "eval_f1_old",
-    "eval_f1_new", "verdict",
+    "cell", f"{THROUGHPUT}_old", f"{THROUGHPUT}_new", f"{THROUGHPUT}_ratio", f"{THROUGHPUT}_change_pct",
+    "threshold_pct", "noise_old_pct", "noise_new_pct", "noise_combined_pct", "interval_low_ratio",
+    "interval_high_ratio", f"{REAL_TOKENS_PER_S}_old", f"{REAL_TOKENS_PER_S}_new", f"{PEAK_MEMORY}_old_MiB",
+    f"{PEAK_MEMORY}_new_MiB", f"{ACCURACY}_old", f"{ACCURACY}_new", f"{F1}_old", f"{F1}_new", "verdict",
 ]
 
 
 def _csv(comparison: Comparison) -> str:
-    from ..judge.gate import noise_of
-
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(CSV_COLUMNS)
     pct = lambda v: None if v is None else round(100 * v, 3)  # noqa: E731
     mib = lambda v: None if v is None else round(v / 2**20, 1)  # noqa: E731
     for row in comparison.rows:
-        ratio = row.ratio(SPEED_METRIC)
+        ratio = row.ratio(THROUGHPUT)
         writer.writerow([
-            row.cell_id, figure(row.old, SPEED_METRIC), figure(row.new, SPEED_METRIC), ratio,
-            pct(ratio - 1) if ratio is not None else None, pct(-limit_of(row.new)),
-            pct(noise_of(row.old, SPEED_METRIC)), pct(noise_of(row.new, SPEED_METRIC)), pct(row.noise),
+            row.cell_id, figure(row.old, THROUGHPUT), figure(row.new, THROUGHPUT), ratio,
+            pct(ratio - 1) if ratio is not None else None, pct(-relative_limit(row.new.spec)),
+            pct(noise_of(row.old, THROUGHPUT)), pct(noise_of(row.new, THROUGHPUT)), pct(row.noise),
             *(row.interval or (None, None)),
-            figure(row.old, "real_tokens_per_s"), figure(row.new, "real_tokens_per_s"),
-            mib(figure(row.old, "peak_memory")), mib(figure(row.new, "peak_memory")),
-            figure(row.old, "eval_accuracy"), figure(row.new, "eval_accuracy"),
-            figure(row.old, "eval_f1"), figure(row.new, "eval_f1"), row.verdict,
+            figure(row.old, REAL_TOKENS_PER_S), figure(row.new, REAL_TOKENS_PER_S),
+            mib(figure(row.old, PEAK_MEMORY)), mib(figure(row.new, PEAK_MEMORY)),
+            figure(row.old, ACCURACY), figure(row.new, ACCURACY),
+            figure(row.old, F1), figure(row.new, F1), row.verdict,
         ])
     for cell_id in comparison.only_old:
         writer.writerow([cell_id, *[""] * (len(CSV_COLUMNS) - 2), "only in old"])

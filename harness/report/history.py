@@ -11,8 +11,24 @@ from typing import Any
 
 import pandas as pd
 
-from ..measure.vocabulary import ACCURACY
+from ..measure import vocabulary as v
 from ..store import Store, open_store
+
+# The figures of a result the frame keeps, one column each.
+_METRICS: dict[str, str] = {
+    v.REPEATS: "how many measurements the figures are the median of",
+    v.THROUGHPUT: "training samples/s after warmup", v.STEPS_PER_S: "optimizer steps/s after warmup",
+    v.REAL_TOKENS_PER_S: "attended tokens/s", v.PADDED_TOKENS_PER_S: "tokens/s including padding",
+    v.PADDING_EFFICIENCY: "real / padded tokens", v.EVAL_SAMPLES_PER_S: "evaluation samples/s",
+    v.TRAIN_WALL: "wall time of trainer.train()", v.ALLOCATED: "torch allocator peak",
+    v.RESERVED: "torch allocator reserved peak", v.DEVICE_USED: "NVML device memory peak",
+    v.RSS: "process RSS peak (CPU runs)", v.ACCURACY: "validation accuracy (0-1)",
+    v.F1: "validation F1 (0-1)", v.ACHIEVED_TFLOPS: "model TFLOP/s over the timed steps",
+    v.MFU: "model FLOPs utilization against the GPU's dense peak (NaN where unknown)",
+    v.ENERGY: "GPU energy during training", v.ENERGY_PER_SAMPLE: "GPU energy per trained sample",
+    v.THROTTLED: "whether the GPU throttled during training (1/0, NaN on a CPU)",
+    v.WORLD_SIZE: "processes of a multi-process cell (1 otherwise)",
+}
 
 COLUMNS: dict[str, str] = {
     "run_id": "the run folder's name (UTC time stamp and matrix)",
@@ -27,28 +43,10 @@ COLUMNS: dict[str, str] = {
     "precision": "fp32, fp16 or bf16", "max_length": "max sequence length", "seed": "seed",
     "hardware_key": "GPU model and count, or CPU model and cores",
     "gpu_name": "GPU model", "cpu_model": "CPU model", "torch": "torch version", "transformers": "transformers version",
-    "repeats": "how many measurements the figures are the median of",
-    "train_samples_per_s": "training samples/s after warmup", "train_steps_per_s": "optimizer steps/s after warmup",
-    "real_tokens_per_s": "attended tokens/s", "padded_tokens_per_s": "tokens/s including padding",
-    "padding_efficiency": "real / padded tokens", "eval_samples_per_s": "evaluation samples/s",
-    "train_wall_s": "wall time of trainer.train()", "peak_mem_allocated_bytes": "torch allocator peak",
-    "peak_mem_reserved_bytes": "torch allocator reserved peak", "peak_device_mem_used_bytes": "NVML device memory peak",
-    "peak_rss_bytes": "process RSS peak (CPU runs)", "eval_accuracy": "validation accuracy (0-1)",
-    "eval_f1": "validation F1 (0-1)", "achieved_tflops": "model TFLOP/s over the timed steps",
-    "mfu": "model FLOPs utilization against the GPU's dense peak (NaN where unknown)",
-    "energy_j": "GPU energy during training", "energy_per_sample_j": "GPU energy per trained sample",
-    "throttled": "whether the GPU throttled during training (1/0, NaN on a CPU)",
-    "world_size": "processes of a multi-process cell (1 otherwise)",
+    **_METRICS,
     "quality_reference": "centre of the quality band, in points",
     "quality_lower": "lower edge of the quality band, in points",
 }
-
-_METRICS = [
-    "repeats", "train_samples_per_s", "train_steps_per_s", "real_tokens_per_s", "padded_tokens_per_s",
-    "padding_efficiency", "eval_samples_per_s", "train_wall_s", "peak_mem_allocated_bytes", "peak_mem_reserved_bytes",
-    "peak_device_mem_used_bytes", "peak_rss_bytes", "eval_accuracy", "eval_f1", "achieved_tflops", "mfu",
-    "energy_j", "energy_per_sample_j", "throttled", "world_size",
-]
 
 
 def load_frame(store: Store | str | Path) -> pd.DataFrame:
@@ -65,7 +63,7 @@ def frame_of(runs: list[tuple[dict[str, Any], list]]) -> pd.DataFrame:
         for r in results:
             spec, env, m = r.spec, r.env, r.metrics
             findings = r.verdict.findings if r.verdict is not None else []
-            quality = next((f for f in findings if f.kind == "quality" and f.metric == ACCURACY), None)
+            quality = next((f for f in findings if f.kind == "quality" and f.metric == v.ACCURACY), None)
             lower = quality.threshold if quality else None
             rows.append({
                 "run_id": manifest["run_id"],
@@ -87,6 +85,6 @@ def frame_of(runs: list[tuple[dict[str, Any], list]]) -> pd.DataFrame:
                 "quality_lower": float(lower.removeprefix(">= ")) if isinstance(lower, str) else None,
             })
     frame = pd.DataFrame(rows, columns=list(COLUMNS))
-    for name in _METRICS + ["quality_reference", "quality_lower"]:
+    for name in [*_METRICS, "quality_reference", "quality_lower"]:
         frame[name] = pd.to_numeric(frame[name], errors="coerce")
     return frame.sort_values(["finished_at", "cell_id"], kind="stable").reset_index(drop=True)

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ..judge.verdict import Finding
+from ..measure.vocabulary import ACCURACY, F1, PEAK_MEMORY, THROUGHPUT, label_of
 from ..results import CellResult, ResultsError
 from ..store import is_url, open_store
 from .history import COLUMNS, frame_of
@@ -36,12 +37,14 @@ from .tables import peak_memory
 VERDICT_COLOURS = {"regression": "#c62828", "error": "#8e0000", "improvement": "#00897b", "pass": "#2e7d32",
                    "suspect": "#ef6c00", "disturbed": "#6a1b9a", "new": "#1565c0", "skipped": "#757575"}
 AXES = ("checkpoint", "padding", "batch_size", "precision", "hardware_key")
-SPEED = "train_samples_per_s"
+# The series each chart draws, and the label of each (its panel's title).
+SERIES = {"speed": label_of(THROUGHPUT), "memory": f"{label_of(PEAK_MEMORY)} MiB", "accuracy": label_of(ACCURACY),
+          "f1": label_of(F1)}
 BAND_RUNS = 20  # the gate's window
 
 
 def _speed_finding(result: CellResult) -> Finding | None:
-    return next((f for f in result.verdict.findings if f.metric == SPEED), None) if result.verdict is not None else None
+    return next((f for f in result.verdict.findings if f.metric == THROUGHPUT), None) if result.verdict is not None else None
 
 
 def _num(value: Any) -> float | None:
@@ -70,11 +73,11 @@ def verdict_rows(latest: list[CellResult], history: dict[str, list[CellResult]])
     rows = []
     for r in latest:
         finding = _speed_finding(r)
-        value = _num(r.metrics.get(SPEED))
+        value = _num(r.metrics.get(THROUGHPUT))
         baseline = _num(finding.baseline) if finding else None
         source = "baseline" if baseline is not None else ""
         if baseline is None:
-            earlier = [_num(h.metrics.get(SPEED)) for h in history.get(r.id, []) if h.run_id < r.run_id and h.ok]
+            earlier = [_num(h.metrics.get(THROUGHPUT)) for h in history.get(r.id, []) if h.run_id < r.run_id and h.ok]
             earlier = [v for v in earlier if v is not None][-BAND_RUNS:]
             if earlier:
                 baseline, source = statistics.median(earlier), "history median"
@@ -83,12 +86,12 @@ def verdict_rows(latest: list[CellResult], history: dict[str, list[CellResult]])
             change = value / baseline - 1
         noise = _num(finding.noise) if finding else None
         if noise is None:
-            noise = _num((r.samples.get("noise") or {}).get(SPEED))
+            noise = _num((r.samples.get("noise") or {}).get(THROUGHPUT))
         rows.append({
             "cell": r.id, "run": r.run_id, "verdict": r.verdict_word, "value": value, "baseline": baseline,
             "baseline_source": source, "change": change, "threshold": (finding.threshold if finding else None) or "",
-            "noise": noise, "memory": peak_memory(r)[1], "accuracy": _quality_value(r, "eval_accuracy"),
-            "f1": _quality_value(r, "eval_f1"), "note": (r.reason or (r.verdict.note if r.verdict is not None else ""))[:160],
+            "noise": noise, "memory": peak_memory(r)[1], "accuracy": _quality_value(r, ACCURACY),
+            "f1": _quality_value(r, F1), "note": (r.reason or (r.verdict.note if r.verdict is not None else ""))[:160],
             **{axis: _axis(r, axis) for axis in AXES},
         })
     return rows
@@ -107,8 +110,9 @@ def _fmt(value: float | None, spec: str) -> str:
 
 
 def _table(rows: list[dict[str, Any]]) -> str:
-    head = [("cell", "s"), ("verdict", "s"), ("samples/s", "n"), ("baseline", "n"), ("change", "n"),
-            ("threshold", "s"), ("noise", "n"), ("peak mem MiB", "n"), ("acc", "n"), ("f1", "n"), ("run", "s"),
+    head = [("cell", "s"), ("verdict", "s"), (SERIES["speed"], "n"), ("baseline", "n"), ("change", "n"),
+            ("threshold", "s"), ("noise", "n"), (SERIES["memory"], "n"), (SERIES["accuracy"], "n"), (SERIES["f1"], "n"),
+            ("run", "s"),
             ("note", "s")]
     out = ["<table id='verdicts' class='sortable'><thead><tr>"
            + "".join(f"<th data-kind='{k}' class='{k}' title='click to sort'>{h}</th>" for h, k in head)
@@ -188,11 +192,11 @@ def chart_data(runs: list[tuple[dict[str, Any], list[CellResult]]], changes: lis
             cell = cells.setdefault(r.id, {"x": [], "speed": [], "memory": [], "accuracy": [], "f1": [], "verdict": [],
                                            **{a: _axis(r, a) for a in AXES}})
             cell["x"].append(run_index[r.run_id])
-            cell["speed"].append(_num(r.metrics.get(SPEED)))
+            cell["speed"].append(_num(r.metrics.get(THROUGHPUT)))
             memory = peak_memory(r)[1]  # reserved on a GPU, RSS on a CPU
             cell["memory"].append(round(memory / 2**20, 1) if memory is not None else None)
-            cell["accuracy"].append(_quality_value(r, "eval_accuracy"))
-            cell["f1"].append(_quality_value(r, "eval_f1"))
+            cell["accuracy"].append(_quality_value(r, ACCURACY))
+            cell["f1"].append(_quality_value(r, F1))
             cell["verdict"].append(r.verdict_word)
             finding = _speed_finding(r)
             cell["threshold"] = (finding.threshold if finding else None) or cell.get("threshold")
@@ -216,7 +220,7 @@ def chart_data(runs: list[tuple[dict[str, Any], list[CellResult]]], changes: lis
         for key in ("memory", "accuracy", "f1"):
             if all(v is None for v in cell[key]):
                 cell[key] = None
-    return {"runs": run_rows, "cells": cells}
+    return {"runs": run_rows, "labels": SERIES, "cells": cells}
 
 
 def _threshold_fraction(text: str | None) -> float | None:
@@ -249,10 +253,7 @@ function hover(cell) {
 }
 function draw(div) {
   const cell = DATA.cells[div.dataset.cell];
-  const rows = [['speed', 'samples/s']];
-  if (cell.memory) rows.push(['memory', 'peak mem MiB']);
-  if (cell.accuracy) rows.push(['accuracy', 'accuracy']);
-  if (cell.f1) rows.push(['f1', 'F1']);
+  const rows = Object.entries(DATA.labels).filter(([key]) => key === 'speed' || cell[key]);
   const n = rows.length, gap = 0.04, h = (1 - gap * (n - 1)) / n;
   const custom = hover(cell);
   const tpl = '%{y}<br>run %{customdata[0]}<br>%{customdata[1]}<br>harness %{customdata[2]}' +
@@ -285,7 +286,6 @@ function draw(div) {
                         showarrow: false, xanchor: 'right', yanchor: 'top', font: {size: 9, color: '#c62828'}});
     }
   });
-  const yref = {train_samples_per_s: 'y', real_tokens_per_s: 'y'};
   cell.changes.forEach(([i, metric, change]) => {
     shapes.push({type: 'line', xref: 'x', yref: 'paper', x0: i - 0.5, x1: i - 0.5, y0: 0, y1: 1,
                  line: {color: '#ef6c00', dash: 'dash', width: 1.5}});

@@ -7,6 +7,17 @@ from typing import Any
 
 from tabulate import tabulate
 
+from ..measure.vocabulary import (
+    ACCURACY,
+    F1,
+    MEMORY_BY_PREFERENCE,
+    MEMORY_SOURCE,
+    PADDING_EFFICIENCY,
+    PEAK_MEMORY,
+    REAL_TOKENS_PER_S,
+    THROUGHPUT,
+    label_of,
+)
 from ..results import CellResult
 
 
@@ -26,10 +37,8 @@ def _fmt(value: Any, spec: str) -> str:
 
 def peak_memory(result: CellResult) -> tuple[str, float | None]:
     """The headline memory figure and its name: reserved on a GPU, RSS on a CPU."""
-    m = result.metrics
-    if m.get("peak_mem_reserved_bytes") is not None:
-        return "reserved", m["peak_mem_reserved_bytes"]
-    return "rss", m.get("peak_rss_bytes")
+    name = next((n for n in MEMORY_BY_PREFERENCE if result.metrics.get(n) is not None), MEMORY_BY_PREFERENCE[-1])
+    return MEMORY_SOURCE[name], result.metrics.get(name)
 
 
 def summary_rows(results: Iterable[CellResult]) -> list[list[str]]:
@@ -41,9 +50,9 @@ def summary_rows(results: Iterable[CellResult]) -> list[list[str]]:
             [
                 r.id,
                 r.status if r.status != "ok" or r.verdict is None else r.verdict.verdict,
-                _fmt(m.get("train_samples_per_s"), ".1f"),
-                _fmt(m.get("real_tokens_per_s"), ".0f"),
-                _fmt(m.get("padding_efficiency"), ".1%"),
+                _fmt(m.get(THROUGHPUT), ".1f"),
+                _fmt(m.get(REAL_TOKENS_PER_S), ".0f"),
+                _fmt(m.get(PADDING_EFFICIENCY), ".1%"),
                 f"{human_bytes(mem)} ({kind})" if mem is not None else "-",
                 *quality_cells(r),
                 _note(r),
@@ -56,9 +65,9 @@ def quality_cells(r: CellResult) -> list[str]:
     """Accuracy and F1, or ``chance`` for a random-weight cell: an untrained classifier
     answers the majority label (0.684 / 0.812 on MRPC), which is no result."""
     m = r.metrics
-    if r.spec.weights == "random" and m.get("eval_accuracy") is not None:
+    if r.spec.weights == "random" and m.get(ACCURACY) is not None:
         return ["chance", "chance"]
-    return [_fmt(m.get("eval_accuracy"), ".3f"), _fmt(m.get("eval_f1"), ".3f")]
+    return [_fmt(m.get(ACCURACY), ".3f"), _fmt(m.get(F1), ".3f")]
 
 
 def _note(r: CellResult) -> str:
@@ -66,7 +75,8 @@ def _note(r: CellResult) -> str:
     return text.splitlines()[0][:70] if text else ""
 
 
-SUMMARY_HEADERS = ["cell", "verdict", "samples/s", "real tok/s", "pad eff", "peak mem", "acc", "f1", "note"]
+SUMMARY_HEADERS = ["cell", "verdict", *map(label_of, (THROUGHPUT, REAL_TOKENS_PER_S, PADDING_EFFICIENCY, PEAK_MEMORY,
+                                                     ACCURACY, F1)), "note"]
 
 
 def summary_table(results: Iterable[CellResult], tablefmt: str = "simple") -> str:

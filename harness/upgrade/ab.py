@@ -23,7 +23,6 @@ its own samples differ by more than the threshold.
 from __future__ import annotations
 
 import functools
-import json
 import math
 import statistics
 from collections.abc import Callable, Sequence
@@ -32,8 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from ..judge.gate import env_changes
-from ..judge.thresholds import DEFAULT_THRESHOLDS, resolve_thresholds
 from ..launch import cell_timeout_s, launch_cell
+from ..report.limits import relative_limit
 from ..results import CellResult, new_run_id, write_json_atomic, write_result
 from ..spec import CellSpec
 from .envs import BuiltEnv
@@ -174,11 +173,6 @@ class ABResult:
     def changes(self) -> list[str]:
         return env_changes(self.env_a, self.env_b) if self.env_a and self.env_b else []
 
-    def cell_verdict(self, cell_id: str) -> str:
-        """The headline of a cell: its throughput's verdict."""
-        found = [v for v in self.verdicts if v.cell_id == cell_id and v.metric == "train_samples_per_s"]
-        return found[0].verdict if found else "error"
-
     def slower(self) -> list[MetricVerdict]:
         return [v for v in self.verdicts if v.verdict in ("slower", "more memory", "out of band")]
 
@@ -233,15 +227,13 @@ def run_ab(cells: Sequence[CellSpec], a: BuiltEnv, b: BuiltEnv, *, rounds: int =
 
 def judge_cell(cell: CellSpec, a: list[CellResult], b: list[CellResult],
                confidence: float = DEFAULT_CONFIDENCE) -> list[MetricVerdict]:
-    thresholds = resolve_thresholds(DEFAULT_THRESHOLDS, cell.thresholds)
     ok_a, ok_b = [r for r in a if r.ok], [r for r in b if r.ok]
     out = []
     memory = next((m for m in MEMORY if any(r.metrics.get(m) is not None for r in ok_a + ok_b)), None)
     for metric in (*SPEED, *((memory,) if memory else ())):
         values_a = [float(r.metrics[metric]) for r in ok_a if r.metrics.get(metric) is not None]
         values_b = [float(r.metrics[metric]) for r in ok_b if r.metrics.get(metric) is not None]
-        threshold = thresholds.get(metric) or thresholds.get("train_samples_per_s")
-        limit = threshold.limit if threshold is not None and threshold.relative else 0.05
+        limit = relative_limit(cell, metric)
         if not values_a or not values_b:
             out.append(MetricVerdict(cell.id, metric, values_a, values_b, None, limit, "error", "no sample on a side"))
             continue
@@ -283,7 +275,3 @@ def _quality(cell: CellSpec, a: list[CellResult], b: list[CellResult]) -> list[M
 
 def _mean(values: Sequence[float]) -> str:
     return f"{statistics.fmean(values):.4f}" if values else "-"
-
-
-def load(path: str | Path) -> dict[str, Any]:
-    return json.loads(Path(path).read_text(encoding="utf-8"))
