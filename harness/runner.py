@@ -21,9 +21,10 @@ from . import distributed
 from .data import DataError, FeatureDataset
 from .launch.progress import NO_BOARD, Board
 from .measure.ceilings import measured_peak_tflops
+from .measure.devices import cuda_device_uuid
 from .measure.env import environment
 from .measure.flops import mfu_figures
-from .measure.nvml import cuda_device_uuid, open_sampler
+from .measure.nvml import open_sampler
 from .measure.timing import (
     CountingCollator,
     MeasurementError,

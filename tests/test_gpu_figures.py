@@ -4,8 +4,9 @@ for bert-base, and the NVML sampler against a fake NVML module."""
 import pytest
 
 from harness.launch.watch import gpu_state, visible_gpu_handle
+from harness.measure.devices import cuda_device_uuid
 from harness.measure.flops import layer_parameters, mfu_figures, peak_tflops, training_flops
-from harness.measure.nvml import NvmlSampler, cuda_device_uuid, open_sampler, power_integral_j
+from harness.measure.nvml import NvmlSampler, open_sampler, power_integral_j
 from harness.models import load_model
 
 

@@ -51,7 +51,7 @@ def visible_gpu_handle(nvml: Any) -> Any:
     ``MIG-GPU-<uuid>/<gi>/<ci>``), found by UUID whatever NVML's order; or an index, taken
     as NVML's, which is CUDA's only under CUDA_DEVICE_ORDER=PCI_BUS_ID (the watch never
     initializes CUDA, so it cannot ask CUDA; set UUIDs where the order matters)."""
-    from ..measure.nvml import handle_by_uuid
+    from ..measure.devices import handle_by_uuid
 
     first = (os.environ.get("CUDA_VISIBLE_DEVICES") or "0").split(",")[0].strip()
     if first.lstrip("-").isdigit():

@@ -21,10 +21,12 @@ It takes the NVML module as an argument, so a fake stands in for it in tests.
 
 from __future__ import annotations
 
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
+
+from .devices import handle_by_uuid, nvml_error_text, text
+from .timing import Sampler
 
 # Throttle reasons that mean the GPU was slowed by something other than having no work:
 # power capping, thermal limits, and the hardware slowdown signals.  (Idle and the
@@ -39,14 +41,6 @@ THROTTLE_REASONS = {
 }
 # The newer name first (NVML 12.2 and later; the older one is deprecated), then the older.
 CLOCKS_EVENT_FUNCTIONS = ("nvmlDeviceGetCurrentClocksEventReasons", "nvmlDeviceGetCurrentClocksThrottleReasons")
-UUID_PREFIXES = ("GPU-", "MIG-")
-
-
-def nvml_error_text(fn: str, exc: BaseException) -> str:
-    """``nvmlDeviceGetPowerUsage: NVMLError_NotSupported (Not Supported)``: the function, the
-    error's class (pynvml has one per NVML return code) and its text."""
-    name, text = type(exc).__name__, str(exc)
-    return f"{fn}: {name} ({text})" if text and text != name else f"{fn}: {name}"
 
 
 class NvmlCalls:
@@ -96,77 +90,6 @@ class NvmlCalls:
 
 def throttle_names(mask: int) -> list[str]:
     return [name for bit, name in THROTTLE_REASONS.items() if mask & bit]
-
-
-def normalise_uuid(uuid: str) -> str:
-    """NVML's form of a device UUID: ``GPU-<hex with dashes>`` (``MIG-...`` kept as it is).
-    torch prints the bare UUID or, in some builds, with the ``GPU-`` prefix."""
-    uuid = uuid.strip()
-    return uuid if uuid.startswith(UUID_PREFIXES) else f"GPU-{uuid}"
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def handle_by_uuid(nvml: Any, uuid: str) -> Any:
-    """The NVML handle of the device with this UUID, with or without its prefix.
-
-    A bare UUID is tried as a GPU's, then as a MIG instance's (CUDA reports a MIG instance's
-    UUID bare too).  A UUID NVML does not know whole is then matched as a unique prefix of a
-    device's UUID, as CUDA_VISIBLE_DEVICES allows (``GPU-8932f937``).  Raises LookupError
-    naming what was tried."""
-    bare = uuid.strip()
-    if bare.startswith("MIG-GPU-") and "/" in bare:
-        return _legacy_mig_handle(nvml, bare)
-    candidates = [bare] if bare.startswith(UUID_PREFIXES) else [f"{p}{bare}" for p in UUID_PREFIXES]
-    errors = []
-    for candidate in candidates:
-        try:
-            return nvml.nvmlDeviceGetHandleByUUID(candidate)
-        except Exception as exc:
-            errors.append(nvml_error_text(f"nvmlDeviceGetHandleByUUID({candidate})", exc))
-    try:
-        matches = []
-        for i in range(int(nvml.nvmlDeviceGetCount())):
-            handle = nvml.nvmlDeviceGetHandleByIndex(i)
-            if any(_text(nvml.nvmlDeviceGetUUID(handle)).startswith(c) for c in candidates):
-                matches.append(handle)
-    except Exception as exc:
-        errors.append(nvml_error_text("nvmlDeviceGetUUID (by prefix)", exc))
-        matches = []
-    if len(matches) == 1:
-        return matches[0]
-    why = f"{len(matches)} devices' UUIDs start with it" if matches else "; ".join(errors)
-    raise LookupError(f"no single NVML device with UUID {uuid!r}: {why}")
-
-
-def _legacy_mig_handle(nvml: Any, entry: str) -> Any:
-    """``MIG-GPU-<uuid>/<GPU instance>/<compute instance>``, the MIG form of drivers before
-    R470 (CUDA_VISIBLE_DEVICES still accepts it): the parent's MIG device with those ids."""
-    try:
-        parent_uuid, gpu_instance, compute_instance = entry.removeprefix("MIG-").split("/")
-        parent = nvml.nvmlDeviceGetHandleByUUID(parent_uuid)
-        for i in range(int(nvml.nvmlDeviceGetMaxMigDeviceCount(parent))):
-            try:
-                mig = nvml.nvmlDeviceGetMigDeviceHandleByIndex(parent, i)
-            except Exception:  # an empty slot
-                continue
-            ids = (int(nvml.nvmlDeviceGetGpuInstanceId(mig)), int(nvml.nvmlDeviceGetComputeInstanceId(mig)))
-            if ids == (int(gpu_instance), int(compute_instance)):
-                return mig
-    except Exception as exc:
-        raise LookupError(f"no NVML device for {entry!r}: {nvml_error_text('MIG lookup', exc)}") from exc
-    raise LookupError(f"no NVML device for {entry!r}: no MIG device with those instance ids")
-
-
-def cuda_device_uuid(index: int) -> str | None:
-    """The UUID of CUDA device ``index`` in NVML's form (``GPU-...``), from torch; None when
-    this torch's device properties have no ``uuid`` (older builds)."""
-    import torch
-
-    uuid = getattr(torch.cuda.get_device_properties(index), "uuid", None)
-    return normalise_uuid(str(uuid)) if uuid is not None else None
 
 
 @dataclass
@@ -288,8 +211,8 @@ class NvmlSampler:
         self.interval_s = interval_s
         self.clock = clock
         self.summary = NvmlSummary()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="harness-nvml", daemon=True)
+        self._poll = Sampler(self.read, interval_s, name="harness-nvml")
+        self.summary.samples = self._poll.samples  # one list: the poll's readings are the summary's samples
         nvml.nvmlInit()
         lookup_error = None
         handle = None
@@ -303,7 +226,7 @@ class NvmlSampler:
         if lookup_error:
             self.calls.errors["nvmlDeviceGetHandleByUUID"] = lookup_error
         device_uuid = self.calls.call("nvmlDeviceGetUUID")
-        self.summary.device_uuid = _text(device_uuid) if device_uuid is not None else None
+        self.summary.device_uuid = text(device_uuid) if device_uuid is not None else None
         self._energy_start: float | None = None
         self._t0 = 0.0
 
@@ -326,23 +249,15 @@ class NvmlSampler:
         value = self.calls.call("nvmlDeviceGetTotalEnergyConsumption")
         return float(value) if value is not None else None
 
-    def _run(self) -> None:
-        while True:
-            self.summary.samples.append(self.read())
-            if self._stop.wait(self.interval_s):
-                break
-
     def __enter__(self) -> NvmlSampler:
         self._energy_start = self._energy_mj()
         self._t0 = self.clock()
-        self._thread.start()
+        self._poll.__enter__()
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        self._stop.set()
-        self._thread.join()
+        self._poll.__exit__(*exc)  # stops the poll, and takes one last reading
         summary = self.summary
-        summary.samples.append(self.read())
         summary.seconds = self.clock() - self._t0
         end = self._energy_mj()
         if self._energy_start is not None and end is not None:

@@ -170,14 +170,16 @@ class ProgressCallback(TrainerCallback):
 
 
 class Sampler:
-    """Polls ``read()`` every ``interval_s`` in a daemon thread; keeps every sample."""
+    """Polls ``read()`` every ``interval_s`` in a daemon thread and once more at the end;
+    keeps every reading that is not None (process RSS here; ``nvml.NvmlSampler`` reads the GPU
+    through one)."""
 
-    def __init__(self, read: Callable[[], float | None], interval_s: float = 0.1):
+    def __init__(self, read: Callable[[], Any], interval_s: float = 0.1, name: str = "harness-sampler"):
         self.read = read
         self.interval_s = interval_s
-        self.samples: list[float] = []
+        self.samples: list[Any] = []
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="harness-sampler", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def _run(self) -> None:
         while True:
