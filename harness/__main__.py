@@ -103,10 +103,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "compare":
-            from .report.compare import compare, load_side, render
+            from .report.compare import compare
+            from .report.compare_text import render
+            from .report.sides import load_run_from_store, load_side
 
             if args.store:
-                from .report.compare import load_run_from_store
                 from .store import open_store
 
                 with open_store(args.store) as store:

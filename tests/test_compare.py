@@ -8,8 +8,10 @@ import json
 import pytest
 
 from harness.__main__ import main
-from harness.report.compare import compare, load_side, render
+from harness.report.compare import compare
+from harness.report.compare_text import render
 from harness.report.history import COLUMNS, load_frame
+from harness.report.sides import load_side
 from harness.results import CellResult, RunWriter
 from harness.spec import CellSpec
 
@@ -159,7 +161,7 @@ def test_compare_judges_with_the_thresholds_the_results_were_produced_under(tmp_
 def _pair(tmp_path, ratio, noise, repeats=None):
     from dataclasses import replace
 
-    from harness.report.compare import Side
+    from harness.report.sides import Side
 
     spec = CellSpec(max_steps=30)
     base = CellResult(spec=spec, status="ok", run_id="old", env=OLD_ENV, metrics={"train_samples_per_s": 100.0},
