@@ -15,10 +15,10 @@ below the band fails: a better score than the reference is not a regression.
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import replace
 from typing import Any
 
+from ..measure.env import canonical_name
 from ..measure.vocabulary import kind_of
 from ..results import CellResult
 from .references import PUBLISHED_SEED_STD_POINTS, PUBLISHED_SEED_STD_SOURCE, gating_reference, references_for
@@ -44,8 +44,8 @@ def env_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     old_libs, new_libs = old.get("libraries", {}) or {}, new.get("libraries", {}) or {}
     if "packages" in old and "packages" in new:
         # every package; `libraries` (a few of them, the headline) agrees with it in a real record
-        old_libs = {_pkg(k): v for k, v in {**old["packages"], **old_libs}.items()}
-        new_libs = {_pkg(k): v for k, v in {**new["packages"], **new_libs}.items()}
+        old_libs = {canonical_name(k): v for k, v in {**old["packages"], **old_libs}.items()}
+        new_libs = {canonical_name(k): v for k, v in {**new["packages"], **new_libs}.items()}
     for name in sorted(set(old_libs) | set(new_libs)):
         if old_libs.get(name) != new_libs.get(name):
             out.append(f"{name} {old_libs.get(name) or '(none)'} -> {new_libs.get(name) or '(none)'}")
@@ -59,10 +59,6 @@ def env_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     if "matrix_sha256" in old and "matrix_sha256" in new and old["matrix_sha256"] != new["matrix_sha256"]:
         out.append(f"matrix file {str(old['matrix_sha256'])[:12]} -> {str(new['matrix_sha256'])[:12]}")
     return out
-
-
-def _pkg(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 # ---------------------------------------------------------------- speed and memory

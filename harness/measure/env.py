@@ -197,8 +197,13 @@ def installed_packages() -> dict[str, str]:
         name = dist.metadata["Name"] if dist.metadata else None
         if not name:
             continue
-        out.setdefault(re.sub(r"[-_.]+", "-", name).lower(), dist.version)
+        out.setdefault(canonical_name(name), dist.version)
     return dict(sorted(out.items()))
+
+
+def canonical_name(name: str) -> str:
+    """A distribution's name as PEP 503 compares them: ``Foo_Bar.baz`` is ``foo-bar-baz``."""
+    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def packages_hash(packages: dict[str, str]) -> str:

@@ -24,8 +24,9 @@ from urllib.parse import urljoin, urlparse
 from packaging.utils import InvalidSdistFilename, InvalidWheelFilename, parse_sdist_filename, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
+from ..measure.env import canonical_name
 from .ab import ABResult, MetricVerdict
-from .envs import EnvError, EnvSpec, Sources, canonical
+from .envs import EnvError, EnvSpec, Sources
 
 
 class BisectError(RuntimeError):
@@ -71,7 +72,7 @@ def _fetch(url: str) -> tuple[str, str]:
 def releases(package: str, sources: Sources) -> list[Version]:
     """Every version of ``package`` with a file on the indexes or in the find-links folders
     (yanked files left out), oldest first."""
-    name = canonical(package)
+    name = canonical_name(package)
     found: set[Version] = set()
     problems = []
     for index in sources.urls():
@@ -101,7 +102,7 @@ def releases(package: str, sources: Sources) -> list[Version]:
                          else parse_sdist_filename(path.name)[0])
             except (InvalidWheelFilename, InvalidSdistFilename, InvalidVersion):
                 continue
-            if canonical(named) == name:
+            if canonical_name(named) == name:
                 found.add(_version_of(path.name))
     if not found:
         raise BisectError(f"no release of {package!r} found on {sources.urls()} or in {list(sources.find_links)}"

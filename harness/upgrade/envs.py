@@ -35,15 +35,13 @@ from pathlib import Path
 
 from packaging.requirements import InvalidRequirement, Requirement
 
+from ..measure.env import canonical_name
+
 CACHE_ENV = "HARNESS_ENV_CACHE"
 
 
 class EnvError(RuntimeError):
     """A spec that cannot be read, or an environment that cannot be built.  Says why."""
-
-
-def canonical(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 @dataclass(frozen=True)
@@ -57,7 +55,7 @@ class EnvSpec:
         return self.text if len(self.text) <= 60 else self.text[:57] + "..."
 
     def named(self) -> set[str]:
-        return {canonical(Requirement(r).name) for r in self.requirements}
+        return {canonical_name(Requirement(r).name) for r in self.requirements}
 
 
 def parse_spec(text: str) -> EnvSpec:
@@ -180,7 +178,7 @@ def local_packages() -> set[str]:
         except (ValueError, OSError):
             direct = None
         if direct and (direct.get("dir_info") is not None or str(direct.get("url", "")).startswith("file:")):
-            out.add(canonical(dist.metadata["Name"]))
+            out.add(canonical_name(dist.metadata["Name"]))
     return out
 
 
@@ -262,7 +260,7 @@ def _build(spec: EnvSpec, sources: Sources, current: dict[str, str], folder: Pat
         line = line.split("#", 1)[0].strip()
         if "==" in line:
             name, version = line.split("==", 1)
-            pins[canonical(name.split("[")[0])] = version.split(";")[0].strip()
+            pins[canonical_name(name.split("[")[0])] = version.split(";")[0].strip()
     changed = {name: (current.get(name), version) for name, version in pins.items()
                if current.get(name) != version and name not in local}
     python = folder / "bin" / "python"
