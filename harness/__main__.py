@@ -40,6 +40,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                      "and accepted changes")
     rep.add_argument("--output", type=Path, help="default: RESULTS_DIR/report.html")
     rep.add_argument("--csv", type=Path, help="also write the DataFrame (one row per cell per run) as CSV")
+    rep.add_argument("--matrix", metavar="NAME_OR_PATH", help="the matrix whose [gate] window and confidence the "
+                     "bands are drawn with (default: benchmarks/NAME.toml for the matrix each run names, else the "
+                     "gate's defaults)")
 
     cal = sub.add_parser("calibrate", help="false alarms and the smallest caught slowdown, from unchanged runs")
     cal.add_argument("runs", nargs="+", type=Path)
@@ -149,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not args.store and not args.results_dir:
                 parser.error("report needs a results folder or --store URL")
             out = write_report(args.store or args.results_dir, args.output, csv_path=args.csv,
-                               results_dir=args.results_dir)
+                               results_dir=args.results_dir, matrix=args.matrix)
             print(f"report: {out}")
             return 0
         if args.command == "ingest":

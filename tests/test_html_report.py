@@ -154,3 +154,53 @@ def test_a_long_history_stays_one_offline_file_with_every_nights_commit(tmp_path
     assert page.count("class='cellbox'") == 54 and "0 of 54 cells regressed" in page
     assert "change train samples per s" not in page  # drawn by the page's script from the data, not baked in
     assert '"changes":[[13,"train_samples_per_s"' in page, "the level shift is found and marked"
+
+
+def chart_data_of(page: str) -> dict:
+    import json
+    import re
+
+    block = re.search(r"<script type='application/json' id='chart-data'>(.*?)</script>", page, re.S).group(1)
+    return json.loads(block.replace("<\\/", "</"))
+
+
+def test_the_band_is_the_gates_window_with_the_matrix_settings(tmp_path):
+    """A matrix with ``[gate] window = 8``: each chart's band is the prediction interval of
+    the gate's window (``build_window``) over 8 runs at the matrix's confidence, its threshold
+    line the window's mean moved by the cell's threshold; without the file, the defaults."""
+    from harness.__main__ import main
+    from harness.judge.window import prediction_interval
+
+    results, matrices = tmp_path / "results", tmp_path / "benchmarks"
+    matrices.mkdir()
+    (matrices / "eight.toml").write_text("[gate]\nwindow = 8\nconfidence = 0.95\n[axes]\nbatch_size = [8]\n")
+    spec, env = CELLS[0], dict(ENV, matrix_sha256="feedfacefeedface")
+    speeds = [100.0 + (3 * night) % 7 for night in range(12)]
+    for night, value in enumerate(speeds):
+        run_id = f"202611{10 + night:02d}T020000Z-eight"
+        writer = RunWriter(results, run_id, matrix="eight", planned=[spec.id], env=env)
+        finding = Finding("train_samples_per_s", "speed", "pass", value, threshold="train_samples_per_s:-15%",
+                          basis="history")
+        writer.add(CellResult(spec=spec, status="ok", run_id=run_id, env=env, metrics={"train_samples_per_s": value},
+                              finished_at=f"2026-11-{10 + night:02d}T02:00:00Z", verdict=Verdict(spec.id, "pass", [finding])))
+        writer.close()
+
+    page = build_report(results, matrices=matrices)
+    cell = chart_data_of(page)["cells"][spec.id]
+    window = speeds[-9:-1]  # the 8 good runs before the newest, which the gate judged it against
+    expected = prediction_interval(window, 0.95)
+    assert (cell["window"], cell["confidence"], cell["band_runs"], cell["band_from"]) == (8, 0.95, 8, 3)
+    assert cell["band"] == pytest.approx([expected.low, expected.high])
+    assert cell["threshold_line"] == pytest.approx(expected.mean * 0.85)
+    assert cell["band_label"] == "95% band of the last 8 good runs"
+    assert f"window 8 runs, confidence 95% ({matrices / 'eight.toml'})" in page
+    assert "the file has changed since the runs (feedfacefeedface then" in page
+
+    out = tmp_path / "report.html"
+    assert main(["report", str(results), "--matrix", str(matrices / "eight.toml"), "--output", str(out)]) == 0
+    assert chart_data_of(out.read_text())["cells"][spec.id]["band_runs"] == 8
+
+    default = build_report(results, matrices=tmp_path / "nowhere")
+    cell = chart_data_of(default)["cells"][spec.id]
+    assert (cell["window"], cell["confidence"], cell["band_runs"], cell["band_from"]) == (20, 0.99, 11, 0)
+    assert "window 20 runs, confidence 99% (the gate&#x27;s defaults); no " in default

@@ -1,17 +1,17 @@
 """What each cell's chart draws: its figures over the runs in order, the band and threshold
-of its history, change points and accepted changes; and the readings of one result that the
-verdict table (``html.py``) shares with the charts."""
+of the gate's window (``band.py``), change points and accepted changes; and the readings of
+one result that the verdict table (``html.py``) shares with the charts."""
 
 from __future__ import annotations
 
 import math
-import statistics
-from collections.abc import Sequence
 from typing import Any
 
 from ..judge.verdict import Finding
+from ..judge.window import Window
 from ..measure.vocabulary import ACCURACY, F1, PEAK_MEMORY, THROUGHPUT, label_of
 from ..results import CellResult
+from .band import GateSettings, band_of
 from .tables import peak_memory
 
 VERDICT_COLOURS = {"regression": "#c62828", "error": "#8e0000", "improvement": "#00897b", "pass": "#2e7d32",
@@ -20,7 +20,6 @@ AXES = ("checkpoint", "padding", "batch_size", "precision", "hardware_key")
 # The series each chart draws, and the label of each (its panel's title).
 SERIES = {"speed": label_of(THROUGHPUT), "memory": f"{label_of(PEAK_MEMORY)} MiB", "accuracy": label_of(ACCURACY),
           "f1": label_of(F1)}
-BAND_RUNS = 20  # the gate's window
 
 
 def speed_finding(result: CellResult) -> Finding | None:
@@ -37,16 +36,6 @@ def quality_value(result: CellResult, metric: str) -> float | None:
     return finite(result.metrics.get(metric))
 
 
-def _band(values: Sequence[float]) -> tuple[float, float] | None:
-    from ..judge.window import prediction_interval
-
-    values = [v for v in values if v is not None]
-    if len(values) < 5:
-        return None
-    interval = prediction_interval(values[-BAND_RUNS:], 0.99)
-    return interval.low, interval.high
-
-
 def axis_value(result: CellResult, axis: str) -> str:
     if axis == "hardware_key":
         return str(result.env.get("hardware_key") or "")
@@ -56,9 +45,10 @@ def axis_value(result: CellResult, axis: str) -> str:
 
 
 def chart_data(runs: list[tuple[dict[str, Any], list[CellResult]]], changes: list[Any],
-               accepted: list[dict[str, Any]]) -> dict[str, Any]:
+               accepted: list[dict[str, Any]], windows: dict[str, tuple[Window | None, GateSettings]]) -> dict[str, Any]:
     """Everything the charts draw, compactly: runs once, then per cell the run indices and
-    values, the band, the threshold line, change points and accepted runs."""
+    values, the band and threshold line of its gate window (``windows``: each cell's window
+    and its matrix's settings), change points and accepted runs."""
     run_index = {m["run_id"]: i for i, (m, _) in enumerate(runs)}
     run_rows = []
     for manifest, results in runs:
@@ -82,18 +72,9 @@ def chart_data(runs: list[tuple[dict[str, Any], list[CellResult]]], changes: lis
             finding = speed_finding(r)
             cell["threshold"] = (finding.threshold if finding else None) or cell.get("threshold")
     for cell_id, cell in cells.items():
-        # The gate's window: good runs since the cell's last accepted change of level.
-        since = max((run_index[e["from_run"]] for e in accepted
-                     if e.get("cell") == cell_id and e.get("from_run") in run_index), default=-1)
-        good_points = [(x, v) for x, v, verdict in zip(cell["x"], cell["speed"], cell["verdict"]) if v is not None
-                       and x >= since and verdict not in ("regression", "error", "disturbed", "suspect")]
-        good = [v for _, v in good_points]
-        band = _band(good)  # None under 5 runs, as the gate
-        cell["band"] = band
-        cell["band_from"] = good_points[-BAND_RUNS:][0][0] if band else None
-        threshold = _threshold_fraction(cell.get("threshold"))
-        if good and threshold is not None:
-            cell["threshold_line"] = statistics.median(good[-BAND_RUNS:]) * (1 + threshold)
+        window, settings = windows.get(cell_id) or (None, GateSettings())
+        cell.update(band_of(window, settings, _threshold_fraction(cell.get("threshold"))))
+        cell["band_from"] = run_index.get(cell.pop("band_start"))
         cell["changes"] = [[run_index.get(c.first_run), c.metric, round(c.change, 4)] for c in changes
                            if c.cell == cell_id and c.first_run in run_index]
         cell["accepted"] = [[run_index.get(e["from_run"]), e.get("why", "")] for e in accepted

@@ -1,12 +1,12 @@
 """An interactive, self-contained HTML report of every stored run.
 
-    python -m harness report results/ [--output report.html]
+    python -m harness report results/ [--output report.html] [--matrix NAME_OR_PATH]
     python -m harness report --store postgresql://... --output report.html
 
 First on the page: the latest night's verdict table, one row per cell, sortable, with the
-value, its baseline (or history median), the change, threshold, noise and verdict, and a
-count line.  Then one chart per cell: samples/s, peak memory, accuracy and F1 over the
-runs in order, with the history's 99% prediction band and the threshold drawn, change
+value, its baseline (or its gate window's median), the change, threshold, noise and
+verdict, and a count line.  Then one chart per cell: samples/s, peak memory, accuracy and F1
+over the runs in order, with the band and threshold of the gate's window (``band.py``), change
 points (``changes.py``) and accepted segments (``accept.py``) marked, and a hover that
 names each run, its date, the harness commit and the library versions; filters by
 checkpoint, padding, batch size, precision and hardware; zoom is plotly's.  Last: every
@@ -28,15 +28,17 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from ..judge.window import Window
 from ..measure.vocabulary import ACCURACY, F1, THROUGHPUT
 from ..results import CellResult, ResultsError
 from ..store import is_url, open_store
-from .charts import AXES, BAND_RUNS, SERIES, VERDICT_COLOURS, axis_value, chart_data, finite, quality_value, speed_finding
+from .band import MATRICES, GateSettings, cell_window, gate_settings
+from .charts import AXES, SERIES, VERDICT_COLOURS, axis_value, chart_data, finite, quality_value, speed_finding
 from .history import COLUMNS, frame_of
 from .tables import peak_memory
 
 
-def verdict_rows(latest: list[CellResult], history: dict[str, list[CellResult]]) -> list[dict[str, Any]]:
+def verdict_rows(latest: list[CellResult], windows: dict[str, tuple[Window | None, GateSettings]]) -> list[dict[str, Any]]:
     """The night's table: value, baseline (the verdict's, else the history's median), change,
     threshold, noise and verdict of samples/s, for the newest result of every cell."""
     rows = []
@@ -46,8 +48,8 @@ def verdict_rows(latest: list[CellResult], history: dict[str, list[CellResult]])
         baseline = finite(finding.baseline) if finding else None
         source = "baseline" if baseline is not None else ""
         if baseline is None:
-            earlier = [finite(h.metrics.get(THROUGHPUT)) for h in history.get(r.id, []) if h.run_id < r.run_id and h.ok]
-            earlier = [v for v in earlier if v is not None][-BAND_RUNS:]
+            window = windows[r.id][0]
+            earlier = window.values(THROUGHPUT) if window is not None else []
             if earlier:
                 baseline, source = statistics.median(earlier), "history median"
         change = finite(finding.change) if finding else None
@@ -72,9 +74,8 @@ def _fmt(value: float | None, spec: str) -> str:
 
 def _table(rows: list[dict[str, Any]]) -> str:
     head = [("cell", "s"), ("verdict", "s"), (SERIES["speed"], "n"), ("baseline", "n"), ("change", "n"),
-            ("threshold", "s"), ("noise", "n"), (SERIES["memory"], "n"), (SERIES["accuracy"], "n"), (SERIES["f1"], "n"),
-            ("run", "s"),
-            ("note", "s")]
+            ("threshold", "s"), ("noise", "n"), (SERIES["memory"], "n"), (SERIES["accuracy"], "n"),
+            (SERIES["f1"], "n"), ("run", "s"), ("note", "s")]
     out = ["<table id='verdicts' class='sortable'><thead><tr>"
            + "".join(f"<th data-kind='{k}' class='{k}' title='click to sort'>{h}</th>" for h, k in head)
            + "</tr></thead><tbody>"]
@@ -152,9 +153,12 @@ def static_text(name: str) -> str:
     return resources.files(__package__).joinpath("static", name).read_text(encoding="utf-8")
 
 
-def build_report(source: str | Path, *, results_dir: str | Path | None = None) -> str:
+def build_report(source: str | Path, *, results_dir: str | Path | None = None, matrix: str | Path | None = None,
+                 matrices: Path = MATRICES) -> str:
     """The report of every run in ``source``, a results folder or a database URL.  Accepted
-    changes come from ``results_dir`` (the folder itself when ``source`` is one)."""
+    changes come from ``results_dir`` (the folder itself when ``source`` is one); the gate's
+    window settings from ``matrix`` (a file, or NAME in ``matrices``), else from the matrix
+    file each run names in ``matrices`` (``band.py``)."""
     from plotly.offline import get_plotlyjs
 
     from ..judge.changes import find_changes
@@ -171,9 +175,15 @@ def build_report(source: str | Path, *, results_dir: str | Path | None = None) -
     for r in results:
         history.setdefault(r.id, []).append(r)
     latest = sorted((cell[-1] for cell in history.values()), key=lambda r: r.id)
-    rows = verdict_rows(latest, history)
     accepted = _read_accepted(results_dir)
-    data = chart_data(runs, find_changes(results), accepted if isinstance(accepted, list) else [])
+    settings = gate_settings(runs, matrix, matrices)
+    matrix_of = {m["run_id"]: m.get("matrix") for m, _ in runs}
+    windows = {}
+    for cell_id, cell in history.items():
+        gate = settings[matrix_of[cell[-1].run_id]]
+        windows[cell_id] = (cell_window(cell, gate, accepted if isinstance(accepted, list) else []), gate)
+    rows = verdict_rows(latest, windows)
+    data = chart_data(runs, find_changes(results), accepted if isinstance(accepted, list) else [], windows)
     latest_run, latest_results = next(((m, rs) for m, rs in reversed(runs) if rs), runs[-1])
     env = latest_run.get("env") or (latest_results[0].env if latest_results else {})
     libs = env.get("libraries") or {}
@@ -195,17 +205,20 @@ def build_report(source: str | Path, *, results_dir: str | Path | None = None) -
         parts.append(f"<p class='partial' id='unreadable'>{len(store.unreadable)} stored results could not be read "
                      "and are left out: " + html.escape("; ".join(store.unreadable[:5])) + "</p>")
     parts += ["<h2>Latest verdicts</h2>", f"<p class='count' id='count'>{html.escape(count_line(rows))}</p>",
-              "<p>The newest result of every cell (samples/s against its baseline or, where it was judged against "
-              "its history, the history's median), and the run it came from. Click a column to sort.</p>",
+              "<p>The newest result of every cell (samples/s against its baseline or, where it has none, the median "
+              "of its gate window), and the run it came from. Click a column to sort.</p>",
               _filters(rows), _table(rows)]
     if isinstance(accepted, str):
         parts.append(f"<p class='partial'>{html.escape(accepted)}</p>")
     elif accepted:
         parts.append(_accepted_table(accepted))
     parts.append("<h2>History of every cell</h2><p>Runs in order; hover a point for its run, date, harness commit "
-                 "and library versions. Shaded: the 99% prediction band of the last 20 good runs; dotted red: the "
-                 "threshold below the history's median; dashed orange: a change point; green: an accepted change. "
+                 "and library versions. Shaded: the prediction band of the gate's window, the good runs the newest "
+                 "result was judged against (drawn from 5 runs on, as the gate judges by history); dotted red: the "
+                 "threshold from the window's mean; dashed orange: a change point; green: an accepted change. "
                  "Drag to zoom, double-click to reset.</p>")
+    parts.append("<p id='gate-window'>The gate's window: " + html.escape("; ".join(
+        f"matrix {name or '(none named)'}: {gate.describe()}" for name, gate in settings.items())) + ".</p>")
     for cell_id, cell in sorted(data["cells"].items()):
         attrs = " ".join(f"data-{a}='{html.escape(str(cell[a]), quote=True)}'" for a in AXES)
         panels = 1 + sum(cell[k] is not None for k in ("memory", "accuracy", "f1"))
@@ -257,7 +270,8 @@ def _accepted_table(entries: list[dict[str, Any]]) -> str:
 
 
 def write_report(source: str | Path, output: str | Path | None = None, *, csv_path: str | Path | None = None,
-                 results_dir: str | Path | None = None) -> Path:
+                 results_dir: str | Path | None = None, matrix: str | Path | None = None,
+                 matrices: Path = MATRICES) -> Path:
     """Write the report of ``source`` (a results folder or a database URL): to ``output``,
     by default ``report.html`` in the results folder."""
     if output is None:
@@ -265,7 +279,7 @@ def write_report(source: str | Path, output: str | Path | None = None, *, csv_pa
             raise ResultsError(f"{source}: say where the report goes (--output FILE) when it is built from a database")
         output = Path(source) / "report.html"
     output = Path(output)
-    output.write_text(build_report(source, results_dir=results_dir), encoding="utf-8")
+    output.write_text(build_report(source, results_dir=results_dir, matrix=matrix, matrices=matrices), encoding="utf-8")
     if csv_path:
         from .history import load_frame
 

@@ -30,7 +30,7 @@ function draw(div) {
     if (k === 0 && cell.band) {
       shapes.push({type: 'rect', xref: 'x', yref: 'y', x0: from, x1: last,
                    y0: cell.band[0], y1: cell.band[1], fillcolor: 'rgba(21,101,192,0.10)', line: {width: 0}});
-      annotations.push({xref: 'x', yref: 'y', x: from, y: cell.band[1], text: '99% band of the last 20 good runs',
+      annotations.push({xref: 'x', yref: 'y', x: from, y: cell.band[1], text: cell.band_label,
                         showarrow: false, xanchor: 'left', yanchor: 'bottom', font: {size: 9, color: '#1565c0'}});
     }
     if (k === 0 && cell.threshold_line) {
