@@ -23,17 +23,27 @@ class Side:
     partial: bool = False
 
 
+def run_folders(path: Path) -> list[Path]:
+    """The run folders ``path`` names: itself when it holds a ``run.json`` (a run folder),
+    else the folders holding one under its ``runs/`` (a results folder) or under itself (a
+    folder of run folders), oldest first; none when it names none."""
+    if (path / "run.json").is_file():
+        return [path]
+    base = path / "runs" if (path / "runs").is_dir() else path
+    return sorted(p for p in base.iterdir() if (p / "run.json").is_file()) if base.is_dir() else []
+
+
 def load_side(path: str | Path) -> Side:
-    """A run folder, a results folder or a pytest-benchmark JSON file, as cells by id."""
+    """A run folder, a results folder, a folder of cell documents or a pytest-benchmark JSON
+    file, as cells by id."""
     path = Path(path)
     if path.is_file():
         return _from_benchmark_json(path)
-    if (path / "run.json").is_file():
+    run_dirs = run_folders(path)
+    if run_dirs == [path]:
         manifest = json.loads((path / "run.json").read_text(encoding="utf-8"))
         results = {r.id: r for r in read_run(path)}
         return Side(path.name, results, manifest.get("env") or _first_env(results), manifest.get("state") == "partial")
-    runs_dir = path / "runs" if (path / "runs").is_dir() else path
-    run_dirs = sorted(p for p in runs_dir.iterdir() if (p / "run.json").is_file()) if runs_dir.is_dir() else []
     if not run_dirs and path.is_dir() and any(path.glob("*.json")):
         results = {r.id: r for r in read_run(path)}  # a folder of cell documents: baselines/<hardware-key>/
         return Side(path.name, results, _first_env(results))
