@@ -48,11 +48,12 @@ MFU = "mfu"
 FINAL_LOSS = "final_train_loss"
 ACHIEVED_TFLOPS = "achieved_tflops"
 ENERGY = "energy_j"
-THROTTLED = "throttled"
-WORLD_SIZE = "world_size"
-REPEATS = "repeats"
 # The headline memory figure, read from the first of MEMORY_BY_PREFERENCE a result holds.
 PEAK_MEMORY = "peak_memory"
+# Counts a result records beside its figures, with no unit or direction to declare.
+THROTTLED = "throttled"  # 1 where the GPU throttled during training
+WORLD_SIZE = "world_size"  # processes of a multi-process cell
+REPEATS = "repeats"  # measurements the figures are the median of
 
 FIGURES: dict[str, Figure] = {f.name: f for f in (
     Figure(THROUGHPUT, "samples/s", FALL, "samples/s", "speed", gated=True),
@@ -75,9 +76,6 @@ FIGURES: dict[str, Figure] = {f.name: f for f in (
     Figure(FINAL_LOSS, "loss", RISE, "loss", "quality"),
     Figure(ACHIEVED_TFLOPS, "TFLOP/s", FALL, "TFLOP/s", "efficiency"),
     Figure(ENERGY, "J", RISE, "energy J", "energy"),
-    Figure(THROTTLED, "flag", NEITHER, "throttled", "count"),
-    Figure(WORLD_SIZE, "processes", NEITHER, "processes", "count"),
-    Figure(REPEATS, "count", NEITHER, "repeats", "count"),
     Figure(PEAK_MEMORY, "bytes", RISE, "peak mem", "memory"),
 )}
 

@@ -56,8 +56,14 @@ class Comparison:
     old: Side
     new: Side
     rows: list[Row] = field(default_factory=list)
-    only_old: list[str] = field(default_factory=list)
-    only_new: list[str] = field(default_factory=list)
+
+    @property
+    def only_old(self) -> list[str]:
+        return sorted(set(self.old.results) - set(self.new.results))
+
+    @property
+    def only_new(self) -> list[str]:
+        return sorted(set(self.new.results) - set(self.old.results))
 
     @property
     def env_changes(self) -> list[str]:
@@ -69,8 +75,6 @@ class Comparison:
 
 def compare(old: Side, new: Side) -> Comparison:
     comparison = Comparison(old, new)
-    comparison.only_old = sorted(set(old.results) - set(new.results))
-    comparison.only_new = sorted(set(new.results) - set(old.results))
     for cell_id in sorted(set(old.results) & set(new.results)):
         a, b = old.results[cell_id], new.results[cell_id]
         if not (a.ok and b.ok):
