@@ -91,3 +91,15 @@ def resolve_thresholds(*layers: Iterable[str]) -> dict[str, Threshold]:
             threshold = Threshold.parse(text)
             out[threshold.metric] = threshold
     return out
+
+
+FALLBACK_LIMIT = 0.05  # where the figure's threshold is absolute, or there is none
+
+
+def relative_limit(thresholds: Iterable[str], metric: str = THROUGHPUT) -> float:
+    """The relative change a cell's thresholds (``CellSpec.thresholds``) allow for ``metric``,
+    over the defaults (0.05 for 5%), for the verdicts that need one number: compare's noise
+    check and A/B interval, and ab's interval; a figure without one takes samples/s's."""
+    resolved = resolve_thresholds(DEFAULT_THRESHOLDS, thresholds)
+    threshold = resolved.get(metric) or resolved.get(THROUGHPUT)
+    return threshold.limit if threshold is not None and threshold.relative else FALLBACK_LIMIT

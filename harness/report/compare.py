@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..judge.gate import env_changes, judge, noise_of
+from ..judge.thresholds import relative_limit
 from ..judge.verdict import Verdict
 from ..measure.vocabulary import PEAK_MEMORY, QUALITY, THROUGHPUT
 from ..results import CellResult
 from ..spec import CellSpec, recipe_changes
-from .limits import relative_limit
 from .sides import Side
 from .tables import peak_memory
 
@@ -87,7 +87,7 @@ def compare(old: Side, new: Side) -> Comparison:
         changes = recipe_changes(a.spec, b.spec)
         notes = [f"recipe differs: {', '.join(changes)}"] if changes else []
         row = Row(cell_id, a, b, word_of(verdict), "")
-        word, why = speed_verdict(row, row.verdict, relative_limit(b.spec))
+        word, why = speed_verdict(row, row.verdict, relative_limit(b.spec.thresholds))
         row.verdict = word
         row.detail = "; ".join(notes + ([why] if why else []) + [f.line() for f in verdict.regressions()])
         comparison.rows.append(row)

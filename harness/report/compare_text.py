@@ -9,9 +9,9 @@ import io
 from tabulate import tabulate
 
 from ..judge.gate import noise_of
+from ..judge.thresholds import relative_limit
 from ..measure.vocabulary import ACCURACY, F1, PEAK_MEMORY, REAL_TOKENS_PER_S, THROUGHPUT, label_of
 from .compare import Comparison, Row, by_axis, figure
-from .limits import relative_limit
 
 MARKS = {"slower": "+", "more memory": "+", "quality out of band": "+", "faster": "-", "inconclusive": "?",
          "not comparable": "x", "unchanged": " "}
@@ -88,7 +88,7 @@ def _csv(comparison: Comparison) -> str:
         ratio = row.ratio(THROUGHPUT)
         writer.writerow([
             row.cell_id, figure(row.old, THROUGHPUT), figure(row.new, THROUGHPUT), ratio,
-            pct(ratio - 1) if ratio is not None else None, pct(-relative_limit(row.new.spec)),
+            pct(ratio - 1) if ratio is not None else None, pct(-relative_limit(row.new.spec.thresholds)),
             pct(noise_of(row.old, THROUGHPUT)), pct(noise_of(row.new, THROUGHPUT)), pct(row.noise),
             *(row.interval or (None, None)),
             figure(row.old, REAL_TOKENS_PER_S), figure(row.new, REAL_TOKENS_PER_S),

@@ -31,8 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from ..judge.gate import env_changes
+from ..judge.thresholds import relative_limit
 from ..launch import cell_timeout_s, launch_cell
-from ..report.limits import relative_limit
 from ..results import CellResult, new_run_id, write_json_atomic, write_result
 from ..spec import CellSpec
 from .envs import BuiltEnv
@@ -233,7 +233,7 @@ def judge_cell(cell: CellSpec, a: list[CellResult], b: list[CellResult],
     for metric in (*SPEED, *((memory,) if memory else ())):
         values_a = [float(r.metrics[metric]) for r in ok_a if r.metrics.get(metric) is not None]
         values_b = [float(r.metrics[metric]) for r in ok_b if r.metrics.get(metric) is not None]
-        limit = relative_limit(cell, metric)
+        limit = relative_limit(cell.thresholds, metric)
         if not values_a or not values_b:
             out.append(MetricVerdict(cell.id, metric, values_a, values_b, None, limit, "error", "no sample on a side"))
             continue
