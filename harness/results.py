@@ -177,6 +177,24 @@ def read_run(run_dir: str | Path) -> list[CellResult]:
     )
 
 
+def runs_root(path: str | Path) -> Path:
+    """Where a results folder keeps its runs: its ``runs/`` when it has one, else the folder
+    itself (a folder of run folders)."""
+    path = Path(path)
+    return path / "runs" if (path / "runs").is_dir() else path
+
+
+def run_folders(path: str | Path) -> list[Path]:
+    """The run folders ``path`` names: itself when it holds a ``run.json`` (a run folder),
+    else the folders holding one under ``runs_root(path)``, oldest first; none when it names
+    none.  The one answer to "is this a run folder, a results folder, or neither"."""
+    path = Path(path)
+    if (path / "run.json").is_file():
+        return [path]
+    base = runs_root(path)
+    return sorted(p for p in base.iterdir() if (p / "run.json").is_file()) if base.is_dir() else []
+
+
 def new_run_id(label: str) -> str:
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     return f"{stamp}-{label}"

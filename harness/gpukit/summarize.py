@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..results import ResultsError, read_result
+from ..results import ResultsError, read_result, run_folders
 
 GIB = 2**30
 
@@ -39,8 +39,7 @@ def _cv(values: list[float]) -> float | None:
 def cells(work: Path) -> tuple[list[Any], dict[str, Any]]:
     """The cells of every run folder in WORK (the newest document of each cell), and the
     run manifests' annotations merged (the overhead check writes a run of its own)."""
-    root = work / "results" / "runs"
-    runs = sorted(p for p in root.glob("*") if p.is_dir()) if root.is_dir() else []
+    runs = run_folders(work / "results") if (work / "results").is_dir() else []
     found: dict[str, Any] = {}
     manifest: dict[str, Any] = {}
     for run in runs:

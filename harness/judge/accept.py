@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..results import ResultsError, utc_now, write_json_atomic
+from ..results import ResultsError, run_folders, runs_root, utc_now, write_json_atomic
 
 FILE = "accepted.json"
 
@@ -48,10 +48,11 @@ def accept(results_dir: str | Path, cell_id: str, from_run: str, why: str) -> di
     results_dir = Path(results_dir)
     if not why.strip():
         raise ResultsError("say why the change is accepted (-m \"...\"): the reason is what a reader of the history needs")
-    run = results_dir / "runs" / from_run
+    runs = runs_root(results_dir)
+    run = runs / from_run
     if not run.is_dir():
-        known = sorted(p.name for p in (results_dir / "runs").iterdir())[-5:] if (results_dir / "runs").is_dir() else []
-        raise ResultsError(f"no run {from_run!r} under {results_dir / 'runs'}; the newest are {known}")
+        known = [p.name for p in run_folders(results_dir)][-5:]
+        raise ResultsError(f"no run {from_run!r} under {runs}; the newest are {known}")
     if not (run / f"{cell_id}.json").is_file():
         cells = sorted(p.stem for p in run.glob("*.json") if p.name != "run.json")
         raise ResultsError(f"run {from_run} has no cell {cell_id!r}; it has {cells}")

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..results import CellResult, ResultsError, read_result, read_run
+from ..results import CellResult, ResultsError, read_result, read_run, run_folders
 from ..spec import CellSpec
 from ..store import Store
 
@@ -21,16 +21,6 @@ class Side:
     results: dict[str, CellResult]
     env: dict[str, Any]
     partial: bool = False
-
-
-def run_folders(path: Path) -> list[Path]:
-    """The run folders ``path`` names: itself when it holds a ``run.json`` (a run folder),
-    else the folders holding one under its ``runs/`` (a results folder) or under itself (a
-    folder of run folders), oldest first; none when it names none."""
-    if (path / "run.json").is_file():
-        return [path]
-    base = path / "runs" if (path / "runs").is_dir() else path
-    return sorted(p for p in base.iterdir() if (p / "run.json").is_file()) if base.is_dir() else []
 
 
 def load_side(path: str | Path) -> Side:

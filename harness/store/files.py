@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from ..results import CellResult, ResultsError, read_result
+from ..results import CellResult, ResultsError, read_result, runs_root
 from . import Store
 
 
@@ -19,7 +19,7 @@ class FolderStore(Store):
     def __init__(self, results_dir: Path):
         self.results_dir = Path(results_dir)
         # A results folder holds runs/; a folder of run folders is read the same way.
-        self.runs_dir = self.results_dir / "runs" if (self.results_dir / "runs").is_dir() else self.results_dir
+        self.runs_dir = runs_root(self.results_dir)
         self.location = str(self.results_dir)
         self._unreadable: list[str] = []
 
