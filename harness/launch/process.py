@@ -42,6 +42,11 @@ KILL_GRACE_S = 10.0  # between SIGTERM and SIGKILL to a timed-out process group
 POLL_S = 0.25
 WATCH_EVERY_S = 1.0
 
+# What a child runs (``python -m WORKER``), and what its zygote imports once for every child:
+# named here, not imported, so that launching sits below the cell it launches.
+WORKER = "harness.worker"
+ZYGOTE_PRELOAD = ("harness.runner",)  # torch and the Trainer: about 5 s a fresh interpreter pays
+
 
 def _kill_group(pgid: int, sig: int) -> None:
     try:
@@ -72,7 +77,7 @@ def _start(command: list[str], worker_argv: list[str], env: dict[str, str], log_
            tail: collections.deque, echo: bool, forked: bool) -> _Child:
     if forked:
         log_path.touch()
-        zygote = zygote_for(env, command[0])
+        zygote = zygote_for(env, command[0], entry=WORKER, preload=ZYGOTE_PRELOAD)
         stop = threading.Event()
         follower = threading.Thread(target=follow_log, args=(log_path, tail, echo, stop, POLL_S / 2), daemon=True)
         follower.start()
@@ -129,7 +134,7 @@ def run_child(
     out, board, env_out, log_path = (scratch / n for n in ("result.json", "progress", "env.json", "child.log"))
     progress_file.create(board)
     worker_argv = [*args, "--out", str(out), "--progress", str(board), "--env-out", str(env_out)]
-    worker = ["-m", "harness.worker", *worker_argv]
+    worker = ["-m", WORKER, *worker_argv]
     python = python or sys.executable  # another environment's interpreter, for an A/B run
     if nproc > 1:
         command = [python, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", *worker]

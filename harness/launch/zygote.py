@@ -3,12 +3,18 @@
 Starting ``python -m harness.worker`` costs about 5 s of imports (torch, transformers'
 Trainer) before a cell does anything: on a CPU suite of short cells that is a tenth of the
 night.  The zygote pays it once: it is started by the launcher with the children's
-environment, imports ``harness.runner`` and waits.  For each request it forks; the child
-makes its own session (so the launcher can kill its whole process group), takes the
-request's environment, sends its output to the request's log file, runs
-``harness.worker.main`` and exits.  The zygote never runs a cell, creates no thread and
-never initializes CUDA, so every child starts from the same clean state: what a fresh
-interpreter would have after the same imports.
+environment, imports what the launcher names (``harness.runner``: torch and the Trainer)
+and waits.  For each request it forks; the child makes its own session (so the launcher
+can kill its whole process group), takes the request's environment, sends its output to
+the request's log file, runs the entry module's ``main`` (``harness.worker.main``) and
+exits.  The zygote never runs a cell, creates no thread and never initializes CUDA, so
+every child starts from the same clean state: what a fresh interpreter would have after
+the same imports.
+
+The launcher names what it runs in its environment: ``HARNESS_ZYGOTE_ENTRY``, the module
+whose ``main(argv)`` each child runs, and ``HARNESS_ZYGOTE_PRELOAD``, the modules imported
+once before ``ready`` (comma-separated).  The zygote takes both out of its environment
+before it imports anything, and imports nothing of the harness above it.
 
 Protocol, one JSON object per line: requests on the zygote's stdin
 ``{"id": N, "argv": [...], "env": {...}, "log": PATH}``; on its stdout ``{"ready": pid}``
@@ -19,6 +25,7 @@ It exits when its stdin closes.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import select
@@ -28,13 +35,15 @@ import traceback
 from typing import Any
 
 PROTOCOL_FD = 1
+ENTRY_ENV = "HARNESS_ZYGOTE_ENTRY"
+PRELOAD_ENV = "HARNESS_ZYGOTE_PRELOAD"
 
 
 def _send(message: dict[str, Any]) -> None:
     os.write(PROTOCOL_FD, (json.dumps(message) + "\n").encode())
 
 
-def _child(request: dict[str, Any]) -> None:
+def _child(request: dict[str, Any], entry: str) -> None:
     """In the forked child: never returns."""
     code = 1
     try:
@@ -52,9 +61,7 @@ def _child(request: dict[str, Any]) -> None:
         os.close(null)
         sys.stdout.reconfigure(line_buffering=True)
         sys.stderr.reconfigure(line_buffering=True)
-        from harness.worker import main
-
-        code = main(request["argv"])
+        code = importlib.import_module(entry).main(request["argv"])
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except BaseException:  # noqa: BLE001 - the child reports everything, then exits
@@ -79,11 +86,12 @@ def _reap() -> None:
         _send({"ended": pid, "returncode": os.waitstatus_to_exitcode(status), "max_rss_bytes": usage.ru_maxrss * 1024})
 
 
-def serve() -> int:
-    try:
-        import harness.runner  # noqa: F401 - the imports every child would pay for
-    except Exception:  # noqa: BLE001 - the children import again and report the failure themselves
-        traceback.print_exc()
+def serve(entry: str, preload: list[str]) -> int:
+    for name in preload:  # the imports every child would pay for
+        try:
+            importlib.import_module(name)
+        except Exception:  # noqa: BLE001 - the children import again and report the failure themselves
+            traceback.print_exc()
     _send({"ready": os.getpid()})
     buffer = b""
     while True:
@@ -98,7 +106,7 @@ def serve() -> int:
                 request = json.loads(line)
                 pid = os.fork()
                 if pid == 0:
-                    _child(request)
+                    _child(request, entry)
                 _send({"started": request["id"], "pid": pid})
         _reap()
     _reap()
@@ -106,4 +114,8 @@ def serve() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(serve())
+    if ENTRY_ENV not in os.environ:
+        raise SystemExit(f"python -m harness.launch.zygote is started by the launcher, with {ENTRY_ENV} set")
+    _entry = os.environ.pop(ENTRY_ENV)
+    _preload = [name for name in os.environ.pop(PRELOAD_ENV, "").split(",") if name]
+    raise SystemExit(serve(_entry, _preload))

@@ -15,9 +15,12 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import psutil
+
+from .zygote import ENTRY_ENV, PRELOAD_ENV
 
 
 def use_zygote() -> bool:
@@ -36,13 +39,14 @@ class ZygoteError(RuntimeError):
 
 
 class Zygote:
-    """The launcher's side of ``python -m harness.launch.zygote``."""
+    """The launcher's side of ``python -m harness.launch.zygote``: its children run
+    ``entry.main(argv)``; it imports the ``preload`` modules once."""
 
-    def __init__(self, env: dict[str, str], python: str | None = None):
-        self.key = zygote_key(env, python)
+    def __init__(self, env: dict[str, str], python: str | None = None, *, entry: str, preload: Sequence[str] = ()):
+        self.key = zygote_key(env, python, entry=entry, preload=preload)
         self.proc = subprocess.Popen(
             [python or sys.executable, "-m", "harness.launch.zygote"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL, env=env,
+            stderr=subprocess.DEVNULL, env={**env, ENTRY_ENV: entry, PRELOAD_ENV: ",".join(preload)},
         )
         self._lock = threading.Lock()
         self._next = 0
@@ -114,18 +118,19 @@ class Zygote:
             self.proc.kill()
 
 
-def zygote_key(env: dict[str, str], python: str | None = None) -> str:
-    return json.dumps([python or sys.executable, sorted((k, v) for k, v in env.items() if k not in _VOLATILE_ENV)])
+def zygote_key(env: dict[str, str], python: str | None = None, *, entry: str, preload: Sequence[str] = ()) -> str:
+    return json.dumps([python or sys.executable, entry, list(preload),
+                       sorted((k, v) for k, v in env.items() if k not in _VOLATILE_ENV)])
 
 
 _ZYGOTES: dict[str, Zygote] = {}
 MAX_ZYGOTES = 2  # an A/B run alternates two interpreters; both stay warm (an idle zygote uses no CPU)
 
 
-def zygote_for(env: dict[str, str], python: str | None = None) -> Zygote:
-    """The warm zygote for this interpreter and environment; at most two (the least recently
-    used retires first)."""
-    key = zygote_key(env, python)
+def zygote_for(env: dict[str, str], python: str | None = None, *, entry: str, preload: Sequence[str] = ()) -> Zygote:
+    """The warm zygote for this interpreter, environment, entry module and preloads; at most
+    two (the least recently used retires first)."""
+    key = zygote_key(env, python, entry=entry, preload=preload)
     found = _ZYGOTES.pop(key, None)
     if found is not None and not found.alive():
         found.close()
@@ -133,7 +138,7 @@ def zygote_for(env: dict[str, str], python: str | None = None) -> Zygote:
     if found is None:
         while len(_ZYGOTES) >= MAX_ZYGOTES:
             _ZYGOTES.pop(next(iter(_ZYGOTES))).close()
-        found = Zygote(env, python)
+        found = Zygote(env, python, entry=entry, preload=preload)
     _ZYGOTES[key] = found  # most recently used last
     return found
 
