@@ -5,8 +5,9 @@ The library works without pytest: ``load_matrix`` expands a matrix file into cel
 results.  ``harness.pytest_plugin`` is the thin pytest face over it.
 """
 
+from .matrix import Matrix, load_matrix, parse_matrix
 from .results import SCHEMA_VERSION, CellResult, ResultsError, RunWriter, read_result, read_run
-from .spec import CellSpec, Matrix, SpecError, load_matrix, parse_matrix
+from .spec import CellSpec, SpecError
 
 __version__ = "0.1.0"
 

@@ -39,9 +39,10 @@ from typing import Any
 import pytest
 
 from .launch.watch import FOREIGN_CORES_PER_CORE, MIN_MAX_FOREIGN_CORES
+from .matrix import Matrix, load_matrix
 from .results import CellResult, RunWriter
 from .session import BenchmarkRun, RunOptions
-from .spec import Matrix, SpecError, load_matrix
+from .spec import SpecError
 from .store import STORE_ENV
 
 DEFAULT_MATRIX = {False: "smoke", True: "nightly"}

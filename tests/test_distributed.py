@@ -4,10 +4,11 @@ import pytest
 
 from harness.distributed import merge_ranks, scaling_efficiency
 from harness.launch import launch_cell
+from harness.matrix import parse_matrix
 from harness.measure.timing import BatchCount
 from harness.results import CellResult
 from harness.runner import run_cell
-from harness.spec import CellSpec, parse_matrix
+from harness.spec import CellSpec
 
 
 def test_merge_ranks_sums_each_step():

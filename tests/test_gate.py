@@ -6,8 +6,9 @@ from harness.judge.gate import env_changes, judge
 from harness.judge.policy import needs_confirmation
 from harness.judge.stats import fold, relative_spread
 from harness.judge.thresholds import Threshold, ThresholdError, resolve_thresholds
+from harness.matrix import parse_matrix
 from harness.results import CellResult
-from harness.spec import CellSpec, SpecError, parse_matrix
+from harness.spec import CellSpec, SpecError
 
 ENV = {"hardware_key": "cpu-2x-test", "cpu_model": "test", "cpu_count": 2,
        "libraries": {"torch": "2.4.0", "transformers": "4.46.3"}, "harness_commit": "abc"}

@@ -2,7 +2,8 @@ from dataclasses import replace
 
 import pytest
 
-from harness.spec import CellSpec, SpecError, load_matrix, parse_matrix
+from harness.matrix import load_matrix, parse_matrix
+from harness.spec import CellSpec, SpecError
 
 
 def write(tmp_path, text, name="m.toml"):

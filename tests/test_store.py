@@ -177,8 +177,8 @@ def test_a_store_that_goes_down_mid_run_loses_nothing_and_is_caught_up(tmp_path,
     the store is behind, and `ingest` after the server is back catches it up."""
     from conftest import start_postgres
 
+    from harness.matrix import Matrix
     from harness.session import BenchmarkRun, RunOptions
-    from harness.spec import Matrix
 
     server = start_postgres()
     try:
@@ -213,8 +213,8 @@ def test_a_run_whose_store_comes_back_before_it_ends_catches_up_by_itself(tmp_pa
     what the store missed, and the manifest says it is in step."""
     folder = tmp_path / "later"
     url = f"sqlite:///{folder / 'h.db'}"
+    from harness.matrix import Matrix
     from harness.session import BenchmarkRun, RunOptions
-    from harness.spec import Matrix
 
     run = BenchmarkRun(Matrix(name="smoke", cells=()), RunOptions(results_dir=tmp_path / "results",
                        baselines_dir=tmp_path / "b", store=url))

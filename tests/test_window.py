@@ -160,7 +160,8 @@ def test_accept_starts_a_new_segment_and_refuses_what_does_not_exist(real, tmp_p
 
 
 def test_the_gate_section_of_a_matrix_sets_window_and_confidence(tmp_path):
-    from harness.spec import SpecError, load_matrix
+    from harness.matrix import load_matrix
+    from harness.spec import SpecError
 
     path = tmp_path / "m.toml"
     path.write_text('[gate]\nwindow = 10\nconfidence = 0.95\n[defaults]\nmax_steps = 30\n[axes]\nbatch_size = [8]\n')

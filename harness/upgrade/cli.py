@@ -7,7 +7,8 @@ import re
 import sys
 from pathlib import Path
 
-from ..spec import CellSpec, SpecError, load_matrix
+from ..matrix import load_matrix
+from ..spec import CellSpec, SpecError
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
