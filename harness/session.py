@@ -19,8 +19,9 @@ from .judge.stats import fold
 from .judge.verdict import JUDGED, Verdict
 from .judge.window import MIN_POINTS, build_window, cell_documents, load_pinned, previous_night
 from .launch import cell_timeout_s, launch_cell
+from .matrix import Matrix
 from .results import CellResult, ResultsError, RunWriter, new_run_id
-from .spec import CellSpec, Matrix
+from .spec import CellSpec
 from .store import Store, StoreError, open_store
 from .store.baselines import load_baseline, write_baseline
 

@@ -279,17 +279,6 @@ def _transformers_version() -> str:
     return f"transformers {transformers.__version__}"
 
 
-def __getattr__(name: str) -> Any:
-    """The matrix moved to ``matrix.py``.  ``session.py``, ``judge/calibrate.py`` and
-    ``report/band.py`` still import ``Matrix`` and ``load_matrix`` from here: drop this once
-    they import them from ``harness.matrix``."""
-    if name in ("Matrix", "load_matrix", "parse_matrix"):
-        from . import matrix
-
-        return getattr(matrix, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 __all__ = [
     "CellSpec",
     "PADDINGS",

@@ -23,9 +23,9 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
+from ..matrix import load_matrix
 from ..measure.vocabulary import THROUGHPUT, TRAINING_RATES
 from ..results import CellResult, read_run
-from ..spec import load_matrix
 from ..store.baselines import load_baseline
 from .gate import judge
 from .policy import Evidence, decide, needs_confirmation

@@ -22,9 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from ..judge.window import DEFAULT_CONFIDENCE, DEFAULT_WINDOW, MIN_POINTS, Window, build_window
+from ..matrix import load_matrix
 from ..measure.vocabulary import THROUGHPUT
 from ..results import CellResult, ResultsError
-from ..spec import SpecError, load_matrix
+from ..spec import SpecError
 
 MATRICES = Path("benchmarks")  # where a matrix NAME is looked for, as pytest's --matrix NAME
 
