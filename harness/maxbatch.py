@@ -9,7 +9,7 @@ probe drew, and a longer probe is safer.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 
 from .results import CellResult
@@ -38,6 +38,14 @@ class Search:
 
 def group_key(cell: CellSpec) -> str:
     return f"{cell.task}-{cell.checkpoint_name}-{cell.padding}-{cell.precision}"
+
+
+def search_groups(cells: Iterable[CellSpec]) -> dict[str, CellSpec]:
+    """One search per (task, checkpoint, padding, precision): the group's first cell, by its key."""
+    groups: dict[str, CellSpec] = {}
+    for cell in cells:
+        groups.setdefault(group_key(cell), cell)
+    return groups
 
 
 def probe_cell(cell: CellSpec, steps: int) -> CellSpec:

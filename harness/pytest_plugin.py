@@ -1,51 +1,26 @@
-"""The pytest face of the harness: options, the ``cell`` parametrization, fixtures, summary.
+"""The pytest face of the harness: options, the ``cell`` parametrization, fixtures.
 
 Registered through the ``pytest11`` entry point, so ``pytest benchmarks/`` picks it up
-once the package is installed.  It decides nothing itself: the matrix, the runner and the
-result files are the library's.
-
-Options::
-
-    --gpu                   the nightly GPU suite; fails at once without a CUDA device
-    --matrix NAME_OR_PATH   a matrix file, or NAME for benchmarks/NAME.toml
-                            (default: smoke, or nightly with --gpu)
-    --results-dir DIR       where runs are written (default: results/ under the rootdir)
-    --baselines-dir DIR     where baselines live (default: the project's results/baselines)
-    --require-baselines     a cell with no baseline fails instead of being skipped as new
-    --repeats N             measure each cell N times; the gate uses the median and spread
-    --seeds N               run each cell under N seeds (seed, seed+1, ...): quality mean and std
-    --confirm K             re-run a cell that crosses a speed or memory threshold K times
-    --cell-timeout SECONDS  kill one execution of a cell after this long (default: the
-                            matrix's `timeout`, else derived from the cell's steps)
-    --max-foreign-load CORES  other processes' mean CPU load past which a cell is `disturbed`
-    --update-baselines      write this run's figures as the new baselines (and only then)
-    --store URL             also write every cell to a database (sqlite:///FILE or
-                            postgresql://...; default $HARNESS_STORE) and read history from it
-    --shard I/N             run only shard I of N of the selected cells (balanced by the
-                            committed baselines' durations); merge with python -m harness merge
-    --night ID              the id a night's shard runs share (default $HARNESS_NIGHT)
-
-Every measured execution (each repeat, confirmation run and max-batch probe) runs in a
-fresh child process (``harness.launch``); this process never initializes CUDA.
+once the package is installed.  It decides nothing itself: the matrix (``matrix.py``), the
+run (``session.BenchmarkRun``), the shards (``store/shards.py``) and the summary
+(``report/summary.py``) are the library's.  Its options are in ``pytest --help``, group
+"trainer-bench".  Every measured execution runs in a fresh child process
+(``harness.launch``); this process never initializes CUDA.
 """
 
 from __future__ import annotations
 
-import os
 import warnings
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from .launch.watch import FOREIGN_CORES_PER_CORE, MIN_MAX_FOREIGN_CORES
 from .matrix import Matrix, load_matrix
+from .options import add_options, matrix_path, refuse_gpu_without_cuda, run_options
+from .report.benchmark_json import extra_info
 from .results import CellResult, RunWriter
 from .session import BenchmarkRun, RunOptions
 from .spec import SpecError
-from .store import STORE_ENV
-
-DEFAULT_MATRIX = {False: "smoke", True: "nightly"}
 
 
 class StoreBehind(UserWarning):
@@ -58,155 +33,17 @@ class SuspectNight(UserWarning):
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("trainer-bench", "Trainer fine-tune benchmarks")
-    group.addoption(
-        "--gpu",
-        action="store_true",
-        default=False,
-        help="run the GPU suite (the `nightly` matrix unless --matrix says otherwise) on CUDA; "
-        "fails at once where no CUDA device is visible",
-    )
-    group.addoption(
-        "--matrix",
-        metavar="NAME_OR_PATH",
-        default=None,
-        help="matrix to run: a TOML file, or NAME for benchmarks/NAME.toml (default: smoke; nightly with --gpu)",
-    )
-    group.addoption(
-        "--results-dir",
-        metavar="DIR",
-        default=None,
-        help="where each run's results are written, as runs/<run-id>/<cell-id>.json (default: results/)",
-    )
-    group.addoption(
-        "--baselines-dir",
-        metavar="DIR",
-        default=None,
-        help="where baselines live, as <hardware-key>/<cell-id>.json (default: the project's results/baselines, "
-        "whatever --results-dir says)",
-    )
-    group.addoption(
-        "--repeats", metavar="N", type=_positive_int, default=1,
-        help="measure each cell N times; verdicts use the median and the spread (default: 1)",
-    )
-    group.addoption(
-        "--seeds", metavar="N", type=_positive_int, default=None,
-        help="run each cell under N seeds (its seed, seed+1, ...) and record quality mean and std; "
-        "with --update-baselines this sets the quality band of cells without a published reference",
-    )
-    group.addoption(
-        "--confirm", metavar="K", type=_non_negative_int, default=2,
-        help="re-run a cell that crosses a speed or memory threshold K times before it fails (default: 2)",
-    )
-    group.addoption(
-        "--cell-timeout", metavar="SECONDS", type=_positive_float, default=None,
-        help="kill one execution of a cell (its whole process group) after SECONDS and record it as an error "
-        "(default: the matrix's per-cell `timeout`, else derived from the cell's steps)",
-    )
-    group.addoption(
-        "--max-foreign-load", metavar="CORES", type=_non_negative_float, default=None,
-        help="other processes' mean CPU load (in cores) during a cell past which its speed is not judged "
-        f"(verdict `disturbed`; default: {FOREIGN_CORES_PER_CORE:g} x the machine's cores, at least "
-        f"{MIN_MAX_FOREIGN_CORES:g}: 0.1 on 2 cores, 0.8 on 16)",
-    )
-    group.addoption(
-        "--find-max-batch-size", action="store_true", default=False,
-        help="instead of the cells, search the largest batch that fits for each checkpoint, padding and "
-        "precision of the matrix (doubling, then bisection, on short random-weight runs)",
-    )
-    group.addoption(
-        "--trainer-progress", action="store_true", default=False,
-        help="show the Trainer's own progress bar for every cell (use with -s, or it is captured)",
-    )
-    group.addoption(
-        "--require-baselines", action="store_true", default=False,
-        help="fail a cell that has no baseline for this hardware key instead of skipping it as `new` "
-        "(nightly CI: a run must never pass with nothing judged)",
-    )
-    group.addoption(
-        "--update-baselines", action="store_true", default=False,
-        help="write this run's figures as the baselines of its cells; nothing else ever writes them",
-    )
-    group.addoption(
-        "--store", metavar="URL", default=os.environ.get(STORE_ENV) or None, type=_store_url,
-        help="also write every finished cell and the run manifest to this database (a SQLAlchemy URL: "
-        f"sqlite:///FILE or postgresql://USER@HOST/DB), and read the history from it (default: ${STORE_ENV}). "
-        "The run folder is still written; a store that fails loses nothing",
-    )
-    group.addoption(
-        "--shard", metavar="I/N", default=None, type=_shard,
-        help="run only part I of N of the selected cells (deterministic; balanced by each cell's duration in "
-        "the committed baselines, round-robin without); python -m harness merge gives the night one verdict",
-    )
-    group.addoption(
-        "--benchmark-table", action="store_true", default=False,
-        help="also print pytest-benchmark's own timing table (off: the harness's summary says more)",
-    )
-    group.addoption(
-        "--night", metavar="ID", default=os.environ.get("HARNESS_NIGHT") or None,
-        help="the id a night's shard runs share, kept in each run's manifest (default: $HARNESS_NIGHT)",
-    )
-
-
-def _store_url(text: str) -> str:
-    from .store import is_url
-    from .store.sql import normalize_url
-
-    if not is_url(text):
-        raise ValueError(f"{text!r} is not a database URL (sqlite:///FILE or postgresql://USER@HOST/DB)")
-    normalize_url(text)  # refuses what it cannot use, saying what is allowed
-    return text
-
-
-def _shard(text: str) -> tuple[int, int]:
-    from .store.shards import parse_shard
-
-    return parse_shard(text)
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise ValueError(f"{text} is not a positive integer")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise ValueError(f"{text} is not a positive number")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    value = float(text)
-    if not value >= 0:
-        raise ValueError(f"{text} is not a non-negative number")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise ValueError(f"{text} is not a non-negative integer")
-    return value
+    add_options(parser)
 
 
 @pytest.hookimpl(trylast=True)  # after pytest-benchmark's, whose table it may quiet
 def pytest_configure(config: pytest.Config) -> None:
+    from .launch.process import stop_cleanly_on_sigterm
+
     config.addinivalue_line("markers", "harness_cell: a benchmark cell expanded from the matrix")
-    if config.getoption("gpu"):
-        seen = _cuda_devices_in_a_child()
-        if not seen.get("count"):
-            raise pytest.UsageError(
-                "--gpu runs the GPU suite, but no CUDA device is visible to torch "
-                f"(torch {seen.get('torch')}, CUDA build: {seen.get('cuda') or 'none'}; "
-                f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '<unset>')}"
-                f"{'; ' + seen['error'] if seen.get('error') else ''}). "
-                "Run without --gpu for the offline CPU suite."
-            )
+    refuse_gpu_without_cuda(config)
     config.pluginmanager.register(HarnessSession(config), HarnessSession.name)
-    _stop_cleanly_on_sigterm()
+    stop_cleanly_on_sigterm()
     _quiet_benchmark_table(config)
 
 
@@ -222,40 +59,6 @@ def _quiet_benchmark_table(config: pytest.Config) -> None:
     session.display = lambda terminalreporter: None
 
 
-def _cuda_devices_in_a_child() -> dict[str, Any]:
-    """Ask a short-lived child how many CUDA devices torch sees: this process never
-    initializes CUDA (each cell's child does, from a clean state)."""
-    import json
-    import subprocess
-    import sys
-
-    probe = (
-        "import json, torch; print(json.dumps({'count': torch.cuda.device_count() if torch.cuda.is_available() else 0,"
-        " 'torch': torch.__version__, 'cuda': torch.version.cuda}))"
-    )
-    try:
-        done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
-        return json.loads(done.stdout.strip().splitlines()[-1])
-    except (OSError, subprocess.SubprocessError, ValueError, IndexError) as exc:
-        return {"count": 0, "error": f"the probe failed: {exc}"}
-
-
-def _stop_cleanly_on_sigterm() -> None:
-    """A CI timeout sends SIGTERM: turn it into the KeyboardInterrupt pytest handles, so the
-    run's manifest is closed as partial (every finished cell is already on disk)."""
-    import signal
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        return
-
-    def interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
-        signal.signal(signal.SIGTERM, interrupt)
-
-
 class HarnessSession:
     """Per pytest session: the options turned into a ``BenchmarkRun`` (the library's), and
     the hooks that feed it the selected cells and print its summary."""
@@ -269,23 +72,11 @@ class HarnessSession:
         self.searches: list[Any] = []  # --find-max-batch-size answers
         self.refused: pytest.UsageError | None = None  # a matrix that could not be read
 
-    def matrix_path(self) -> Path:
-        given = self.config.getoption("matrix") or DEFAULT_MATRIX[self.use_cuda]
-        path = Path(given)
-        if path.suffix == ".toml" or path.exists():
-            return path
-        folder = self.config.rootpath / "benchmarks"
-        candidate = folder / f"{given}.toml"
-        if candidate.exists():
-            return candidate
-        known = sorted(p.stem for p in folder.glob("*.toml"))
-        raise pytest.UsageError(f"--matrix {given!r}: no such file, and no {candidate}; known names: {known}")
-
     @property
     def run(self) -> BenchmarkRun:
         if self._run is None:
             try:
-                matrix = load_matrix(self.matrix_path())
+                matrix = load_matrix(matrix_path(self.config, use_cuda=self.use_cuda))
             except SpecError as exc:
                 raise pytest.UsageError(f"matrix refused: {exc}") from None
             self._run = BenchmarkRun(matrix, self.options(), say=self.progress)
@@ -300,26 +91,8 @@ class HarnessSession:
             self.refused = exc
             return None
 
-    @property
-    def matrix(self) -> Matrix:
-        return self.run.matrix
-
     def options(self) -> RunOptions:
-        from .data import glue_dir_from_env
-
-        get = self.config.getoption
-        results = Path(get("results_dir")) if get("results_dir") else self.config.rootpath / "results"
-        # The project's own baselines, whatever --results-dir says: a CI job that writes its
-        # runs to a scratch folder is still judged against what the project committed.
-        baselines = Path(get("baselines_dir")) if get("baselines_dir") else self.config.rootpath / "results" / "baselines"
-        return RunOptions(
-            results_dir=results, baselines_dir=baselines, use_cuda=self.use_cuda, repeats=get("repeats"),
-            seeds=get("seeds"), confirm=get("confirm"), cell_timeout_s=get("cell_timeout"),
-            max_foreign_cores=get("max_foreign_load"), update_baselines=bool(get("update_baselines")),
-            trainer_progress=bool(get("trainer_progress")), glue_dir=glue_dir_from_env(),
-            require_baselines=bool(get("require_baselines")), store=get("store"), shard=get("shard"),
-            night=get("night"),
-        )
+        return run_options(self.config, use_cuda=self.use_cuda)
 
     def run_writer(self) -> RunWriter:
         return self.run.run_writer()
@@ -341,19 +114,12 @@ class HarnessSession:
         shard = config.getoption("shard")
         if not shard:
             return
-        from .store.shards import expected_durations, split
+        from .store.shards import shard_nodes
 
-        index, count = shard
-        cells = {item.nodeid: _cell_id(item) for item in items}
-        by_cell = expected_durations(self.options().baselines_dir, gpu=self.use_cuda)
-        durations = {node: by_cell.get(cell or "", 0.0) for node, cell in cells.items()}
-        mine = set(split([item.nodeid for item in items], count, durations)[index - 1])
-        self.run.selection = [cell for cell in cells.values() if cell]
-        keep = [item for item in items if item.nodeid in mine]
-        drop = [item for item in items if item.nodeid not in mine]
-        if drop:
-            config.hook.pytest_deselected(items=drop)
-            items[:] = keep
+        nodes = [(item.nodeid, _cell_id(item)) for item in items]
+        mine = shard_nodes(nodes, shard, self.options().baselines_dir, gpu=self.use_cuda)
+        self.run.selection = [cell for cell in dict(nodes).values() if cell]
+        _deselect(config, items, keep=lambda item: item.nodeid in mine)
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         for item in session.items:
@@ -369,37 +135,16 @@ class HarnessSession:
             self._run.close(interrupted=exitstatus == pytest.ExitCode.INTERRUPTED)
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        if self.searches:
-            terminalreporter.section("trainer-bench: largest batch that fits")
-            for search in self.searches:
-                terminalreporter.write_line(search.line())
-        run = self._run
-        if run is None or not run.results:
-            return
-        from .report.tables import summary_table
+        from .report.summary import summary_sections
 
-        tr = terminalreporter
-        tr.section("trainer-bench")
-        for line in summary_table(run.results).splitlines():
-            tr.write_line(line)
-        tr.write_line(run.judged_line())
-        if run.writer is not None:
-            tr.write_line(f"results ({run.writer.manifest['state']}): {run.writer.dir}")
-        if run.options.store:
-            behind = run.store_behind_line()
-            if behind:
-                tr.write_line(behind, red=True, bold=True)
-                warnings.warn(StoreBehind(behind), stacklevel=1)
-            else:
-                tr.write_line(f"store: {run.store_location} (every cell written)")
-        if run.history_note:
-            tr.write_line(run.history_note, yellow=True)
-        if run.updated:
-            tr.write_line(f"baselines written ({len(run.updated)}): {run.updated[0].parent}")
-        if run.refused:
-            tr.write_line(f"baselines NOT written ({len(run.refused)}):", yellow=True, bold=True)
-            for line in run.refused:
-                tr.write_line(f"  {line}", yellow=True)
+        for title, lines in summary_sections(self._run, self.searches):
+            terminalreporter.section(title)
+            for line, markup in lines:
+                terminalreporter.write_line(line, **markup)
+        run = self._run
+        behind = run.store_behind_line() if run is not None and run.results and run.options.store else None
+        if behind:
+            warnings.warn(StoreBehind(behind), stacklevel=1)
 
 
 def _cell_id(item: pytest.Item) -> str | None:
@@ -407,6 +152,13 @@ def _cell_id(item: pytest.Item) -> str | None:
     if callspec is not None and "cell" in callspec.params:
         return callspec.params["cell"].id
     return None
+
+
+def _deselect(config: pytest.Config, items: list[pytest.Item], keep: Any) -> None:
+    drop = [item for item in items if not keep(item)]
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = [item for item in items if keep(item)]
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -422,11 +174,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "cell" in wanted:
         metafunc.parametrize("cell", list(matrix.cells), ids=matrix.ids)
     elif "batch_search_cell" in wanted:
-        from .maxbatch import group_key
+        from .maxbatch import search_groups
 
-        groups: dict[str, Any] = {}
-        for cell in matrix.cells:
-            groups.setdefault(group_key(cell), cell)
+        groups = search_groups(matrix.cells)
         metafunc.parametrize("batch_search_cell", list(groups.values()), ids=list(groups))
     else:  # the overhead check, on the cell the matrix opts in with ([matrix] overhead)
         chosen = [c for c in matrix.cells if c.id == matrix.overhead]
@@ -439,16 +189,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     session: HarnessSession | None = config.pluginmanager.get_plugin(HarnessSession.name)
     matrix = session.matrix_or_none() if session is not None and any(
         "overhead_target" in getattr(i, "fixturenames", ()) for i in items) else None
-    keep, drop = [], []
-    for item in items:
+
+    def keep(item: pytest.Item) -> bool:
         names = getattr(item, "fixturenames", ())
-        is_search = "batch_search_cell" in names
         # A matrix that does not opt into the overhead check leaves it out (no empty-set skip).
         not_opted = "overhead_target" in names and (matrix is None or matrix.overhead is None or searching)
-        (keep if is_search == searching and not not_opted else drop).append(item)
-    if drop:
-        config.hook.pytest_deselected(items=drop)
-        items[:] = keep
+        return ("batch_search_cell" in names) == searching and not not_opted
+
+    _deselect(config, items, keep)
 
 
 @pytest.fixture
@@ -495,20 +243,3 @@ def run_benchmark_cell(harness_session: HarnessSession, benchmark: Any):
         return result
 
     return run
-
-
-def extra_info(result: CellResult, path: Path) -> dict[str, Any]:
-    """The figures for pytest-benchmark's JSON: flat, numbers and short strings."""
-    env = result.env
-    info: dict[str, Any] = {
-        "cell_id": result.id,
-        "status": result.status,
-        "result_file": str(path),
-        "hardware_key": env.get("hardware_key"),
-        "torch": env.get("libraries", {}).get("torch"),
-        "transformers": env.get("libraries", {}).get("transformers"),
-        "spec": result.spec.to_dict(),
-        "verdict": result.verdict.verdict if result.verdict is not None else None,
-    }
-    info.update({k: v for k, v in result.metrics.items() if isinstance(v, (int, float)) or v is None})
-    return info

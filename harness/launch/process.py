@@ -113,6 +113,20 @@ def _start(command: list[str], worker_argv: list[str], env: dict[str, str], log_
     return _Child(proc.pid, poll, finish_spawned)
 
 
+def stop_cleanly_on_sigterm() -> None:
+    """A CI timeout sends SIGTERM: turn it into the KeyboardInterrupt pytest handles, so the
+    running child's group is ended (``run_child``'s ``finally``) and the run's manifest is
+    closed as partial (every finished cell is already on disk)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+        signal.signal(signal.SIGTERM, interrupt)
+
+
 def run_child(
     args: list[str],
     *,

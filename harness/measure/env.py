@@ -71,6 +71,22 @@ def gpu_info() -> dict[str, Any]:
     }
 
 
+def cuda_devices_in_a_child() -> dict[str, Any]:
+    """Ask a short-lived child how many CUDA devices torch sees: the asking process never
+    initializes CUDA (each cell's child does, from a clean state)."""
+    import json
+
+    probe = (
+        "import json, torch; print(json.dumps({'count': torch.cuda.device_count() if torch.cuda.is_available() else 0,"
+        " 'torch': torch.__version__, 'cuda': torch.version.cuda}))"
+    )
+    try:
+        done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
+        return json.loads(done.stdout.strip().splitlines()[-1])
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError) as exc:
+        return {"count": 0, "error": f"the probe failed: {exc}"}
+
+
 def git_commit(start: Path | None = None) -> str | None:
     start = start or Path(__file__).resolve().parent
     try:

@@ -100,6 +100,16 @@ def expected_durations(baselines_dir: str | Path, *, gpu: bool) -> dict[str, flo
 # ---------------------------------------------------------------- merging a night
 
 
+def shard_nodes(nodes: Sequence[tuple[str, str | None]], shard: tuple[int, int], baselines_dir: str | Path, *,
+                gpu: bool) -> set[str]:
+    """The tests of shard I of N: ``nodes`` are (test id, its cell's id or None) in
+    collection order, weighed by the cells' durations in the committed baselines."""
+    index, count = shard
+    by_cell = expected_durations(baselines_dir, gpu=gpu)
+    durations = {node: by_cell.get(cell or "", 0.0) for node, cell in nodes}
+    return set(split([node for node, _ in nodes], count, durations)[index - 1])
+
+
 @dataclass
 class Night:
     """A night's shard runs, every cell they finished, and what is wrong with the set."""

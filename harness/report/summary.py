@@ -1,0 +1,44 @@
+"""The end of a run in the terminal: what pytest prints after the last cell.
+
+The largest batches found (``--find-max-batch-size``), then the verdict table, the
+judged line, where the results went, the store, where the history came from and the
+baselines written or refused.  Each line comes with its markup (``red``, ``yellow``,
+``bold``) for pytest's terminal writer.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .tables import summary_table
+
+Line = tuple[str, dict[str, bool]]
+
+
+def summary_sections(run: Any, searches: list[Any]) -> list[tuple[str, list[Line]]]:
+    """``(title, lines)`` for each section to print; ``run`` is the ``session.BenchmarkRun``
+    (None when nothing ran), ``searches`` the largest-batch answers."""
+    sections: list[tuple[str, list[Line]]] = []
+    if searches:
+        sections.append(("trainer-bench: largest batch that fits", [(search.line(), {}) for search in searches]))
+    if run is None or not run.results:
+        return sections
+    lines: list[Line] = [(line, {}) for line in summary_table(run.results).splitlines()]
+    lines.append((run.judged_line(), {}))
+    if run.writer is not None:
+        lines.append((f"results ({run.writer.manifest['state']}): {run.writer.dir}", {}))
+    if run.options.store:
+        behind = run.store_behind_line()
+        if behind:
+            lines.append((behind, {"red": True, "bold": True}))
+        else:
+            lines.append((f"store: {run.store_location} (every cell written)", {}))
+    if run.history_note:
+        lines.append((run.history_note, {"yellow": True}))
+    if run.updated:
+        lines.append((f"baselines written ({len(run.updated)}): {run.updated[0].parent}", {}))
+    if run.refused:
+        lines.append((f"baselines NOT written ({len(run.refused)}):", {"yellow": True, "bold": True}))
+        lines.extend((f"  {line}", {"yellow": True}) for line in run.refused)
+    sections.append(("trainer-bench", lines))
+    return sections
