@@ -16,10 +16,11 @@ from pathlib import Path
 from .judge.accept import accepted_from
 from .judge.policy import Evidence, decide
 from .judge.stats import fold
-from .judge.verdict import JUDGED, Verdict
+from .judge.verdict import Verdict
 from .judge.window import MIN_POINTS, build_window, cell_documents, load_pinned, previous_night
 from .launch import cell_timeout_s, launch_cell
 from .matrix import Matrix
+from .report.summary import judged_summary
 from .results import CellResult, ResultsError, RunWriter, new_run_id
 from .spec import CellSpec
 from .store import Store, StoreError, open_store
@@ -370,33 +371,3 @@ def outcome(result: CellResult, verdict: Verdict, baseline_error: str | None, *,
             "figures recorded, nothing judged. Write one deliberately with --update-baselines.",
         )
     return Outcome("passed")
-
-
-# Why a cell was not judged, by its verdict.
-NOT_JUDGED = {
-    "new": "no baseline for this hardware key",
-    "disturbed": "disturbed by another load",
-    "skipped": "cannot run here",
-    "error": "failed to run",
-}
-
-
-def judged_summary(results: list[CellResult]) -> str:
-    """``judged 5 of 7 cells (1 regressed); not judged: 1 no baseline for this hardware key, 1 cannot run here``."""
-    judged = regressed = suspect = 0
-    missing: dict[str, int] = {}
-    for r in results:
-        verdict = r.verdict.verdict if r.verdict is not None else ("skipped" if r.status == "skipped" else "error")
-        if verdict in JUDGED:
-            judged += 1
-            regressed += verdict == "regression"
-            suspect += verdict == "suspect"
-            continue
-        why = "baseline unusable" if verdict == "error" and r.ok else NOT_JUDGED.get(verdict, verdict)
-        missing[why] = missing.get(why, 0) + 1
-    line = f"judged {judged} of {len(results)} cells"
-    if judged:
-        line += f" ({regressed} regressed{f', {suspect} suspect' if suspect else ''})"
-    if missing:
-        line += "; not judged: " + ", ".join(f"{n} {why}" for why, n in missing.items())
-    return line

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..judge.verdict import JUDGED
+from ..results import CellResult
 from .tables import summary_table
 
 Line = tuple[str, dict[str, bool]]
@@ -42,3 +44,33 @@ def summary_sections(run: Any, searches: list[Any]) -> list[tuple[str, list[Line
         lines.extend((f"  {line}", {"yellow": True}) for line in run.refused)
     sections.append(("trainer-bench", lines))
     return sections
+
+
+# Why a cell was not judged, by its verdict.
+NOT_JUDGED = {
+    "new": "no baseline for this hardware key",
+    "disturbed": "disturbed by another load",
+    "skipped": "cannot run here",
+    "error": "failed to run",
+}
+
+
+def judged_summary(results: list[CellResult]) -> str:
+    """``judged 5 of 7 cells (1 regressed); not judged: 1 no baseline for this hardware key, 1 cannot run here``."""
+    judged = regressed = suspect = 0
+    missing: dict[str, int] = {}
+    for r in results:
+        verdict = r.verdict_word or "error"
+        if verdict in JUDGED:
+            judged += 1
+            regressed += verdict == "regression"
+            suspect += verdict == "suspect"
+            continue
+        why = "baseline unusable" if verdict == "error" and r.ok else NOT_JUDGED.get(verdict, verdict)
+        missing[why] = missing.get(why, 0) + 1
+    line = f"judged {judged} of {len(results)} cells"
+    if judged:
+        line += f" ({regressed} regressed{f', {suspect} suspect' if suspect else ''})"
+    if missing:
+        line += "; not judged: " + ", ".join(f"{n} {why}" for why, n in missing.items())
+    return line

@@ -204,8 +204,8 @@ def main_merge(sources: Sequence[Path], *, into: Path, night: str | None, store_
                fmt: str = "table") -> int:
     """``python -m harness merge``: exit 0 when every selected cell ran once and none failed,
     1 when a cell failed or the night is incomplete."""
+    from ..report.summary import judged_summary
     from ..report.tables import summary_table
-    from ..session import judged_summary
     from . import open_store
 
     run_ids = collect(sources, into) if sources else None
