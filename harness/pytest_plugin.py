@@ -17,7 +17,7 @@ import pytest
 
 from .matrix import Matrix, load_matrix
 from .options import add_options, matrix_path, refuse_gpu_without_cuda, run_options
-from .report.benchmark_json import extra_info
+from .report.benchmark_json import extra_info, record_step_times
 from .results import CellResult, RunWriter
 from .session import BenchmarkRun, RunOptions
 from .spec import SpecError
@@ -228,11 +228,9 @@ def run_benchmark_cell(harness_session: HarnessSession, benchmark: Any):
     """Measure one cell (repeats, seeds), judge it against its baseline and references,
     keep the result, and skip or fail the test as the verdict says."""
 
-    def timed(fn: Any) -> None:
-        benchmark.pedantic(fn, rounds=1, iterations=1, warmup_rounds=0)
-
     def run(cell: Any) -> CellResult:
-        result, path, outcome = harness_session.run.run_cell(cell, timed)
+        result, path, outcome = harness_session.run.run_cell(cell)
+        record_step_times(benchmark, result)
         benchmark.extra_info.update(extra_info(result, path))
         if outcome.kind == "skipped":
             pytest.skip(outcome.message)

@@ -224,21 +224,13 @@ class BenchmarkRun:
                 break
         return fold(runs)
 
-    def measure_and_judge(
-        self, cell: CellSpec, timed: Callable[[Callable[[], None]], None] = lambda fn: fn()
-    ) -> tuple[CellResult, Verdict, str | None]:
-        """Measure the cell (``timed`` wraps the measurement, as pytest-benchmark's pedantic
-        does), then judge it against its baseline, confirming a crossing with re-runs."""
+    def measure_and_judge(self, cell: CellSpec) -> tuple[CellResult, Verdict, str | None]:
+        """Measure the cell, then judge it by the policy (``judge/policy``): against its
+        history or baseline, confirming a crossing with re-runs."""
         seeds = self.options.seeds
         count = max(self.options.repeats, seeds or 1)
-        holder: dict[str, CellResult] = {}
         self.started += 1
-
-        def once() -> None:
-            holder["result"] = self.measure(cell, count, vary_seed=bool(seeds))
-
-        timed(once)
-        result = holder["result"]
+        result = self.measure(cell, count, vary_seed=bool(seeds))
         if result.ok and result.spec.nproc > 1:
             self.add_scaling_efficiency(result)
         baseline, baseline_error, source, pinned = None, None, None, False
@@ -280,11 +272,9 @@ class BenchmarkRun:
         result.verdict = verdict
         return result, verdict, baseline_error
 
-    def run_cell(self, cell: CellSpec, timed: Callable[[Callable[[], None]], None] = lambda fn: fn()) -> tuple[
-        CellResult, Path, Outcome
-    ]:
+    def run_cell(self, cell: CellSpec) -> tuple[CellResult, Path, Outcome]:
         """Measure, judge and keep one cell; what its test should do with it."""
-        result, verdict, baseline_error = self.measure_and_judge(cell, timed)
+        result, verdict, baseline_error = self.measure_and_judge(cell)
         path = self.record(result)
         updating = self.options.update_baselines
         if updating and result.ok:

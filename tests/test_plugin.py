@@ -54,6 +54,15 @@ def test_a_matrix_runs_writes_results_and_summarizes(bench):
     infos = {b["extra_info"]["cell_id"]: b["extra_info"] for b in bench_json["benchmarks"]}
     ok = [i for i in infos.values() if i["status"] == "ok"]
     assert len(ok) == 2 and all(i["train_samples_per_s"] > 0 and "padding_efficiency" in i for i in ok)
+    # pytest-benchmark's statistics are the cell's timed steps, as its document has them.
+    for entry in bench_json["benchmarks"]:
+        stats = entry["stats"]
+        doc = json.loads(Path(entry["extra_info"]["result_file"]).read_text())["metrics"]
+        assert stats["rounds"] == doc["timed_steps"]
+        assert stats["median"] == pytest.approx(doc["step_time_median_s"])
+        assert stats["mean"] == pytest.approx(doc["step_time_mean_s"])
+        assert stats["stddev"] == pytest.approx(doc["step_time_stdev_s"])
+        assert stats["ops"] == pytest.approx(1 / doc["step_time_mean_s"])
 
 
 def test_k_selects_cells_by_readable_id_and_results_dir_is_honoured(bench, tmp_path):

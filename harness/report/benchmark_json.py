@@ -1,8 +1,14 @@
-"""What pytest-benchmark's JSON holds for a cell (``--benchmark-json``).
+"""What pytest-benchmark holds for a cell: its statistics and its JSON (``--benchmark-json``).
 
-Each cell's test records its figures in the benchmark's ``extra_info``: the cell id, status,
-result file, hardware key, library versions, spec and verdict, and every numeric metric.
-``compare`` reads a file of them back (``extra_info.cell_id`` and ``result_file``).
+pytest-benchmark's statistics for a cell are the cell's own timed optimizer steps (the
+headline repeat's, warmup left out), one round a step: its min, median, mean and stddev
+are the document's ``step_time_*`` figures and its ops are steps per second, so its table,
+``--benchmark-json``, ``--benchmark-compare`` and ``pytest-benchmark compare`` mean what
+they say.  (Timing the test function instead would time child start-up, every repeat and
+the evaluation.)  Each cell's figures go to the benchmark's ``extra_info`` too: the cell
+id, status, result file, hardware key, library versions, spec and verdict, and every
+numeric metric; ``compare`` reads a file of them back (``extra_info.cell_id`` and
+``result_file``).
 """
 
 from __future__ import annotations
@@ -11,6 +17,32 @@ from pathlib import Path
 from typing import Any
 
 from ..results import CellResult
+
+MODE = "the harness: the cell's timed optimizer steps"
+
+
+def timed_steps(result: CellResult) -> list[float]:
+    """The seconds of each timed optimizer step of the headline repeat (warmup left out)."""
+    steps = result.samples.get("step_seconds") or []
+    return [float(s) for s in steps[result.spec.timing_warmup_steps:]] if result.ok else []
+
+
+def record_step_times(benchmark: Any, result: CellResult) -> None:
+    """Give pytest-benchmark the cell's timed steps as its rounds.
+
+    pytest-benchmark has no public call for times measured elsewhere; this does what its
+    ``pedantic`` does with each round's duration (``_make_stats``, then ``update``), and
+    marks the fixture used.  A cell with no timed steps (skipped, failed) records nothing."""
+    if not hasattr(benchmark, "_make_stats"):
+        raise RuntimeError(f"this pytest-benchmark ({type(benchmark).__module__}) has no _make_stats: the harness "
+                           "cannot give it the cell's step times; install pytest-benchmark 4 or 5")
+    benchmark._mode = MODE  # the fixture counts as used, once
+    steps = timed_steps(result)
+    if not steps:
+        return
+    stats = benchmark._make_stats(1)
+    for seconds in steps:
+        stats.update(seconds)
 
 
 def extra_info(result: CellResult, path: Path) -> dict[str, Any]:
