@@ -88,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                      help="any other submitit slurm_* parameter, e.g. account=ml (repeatable)")
     smt.add_argument("pytest_args", nargs=argparse.REMAINDER, help="-- then the pytest arguments of every shard")
 
-    from .upgrade.cli import add_parsers
+    from .cli.ab import add_parsers
 
     add_parsers(sub)
 
@@ -187,7 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{figures['device']}: matmul TFLOP/s {rates}; copy {figures['copy']['gbps']:.0f} GB/s -> {args.out}")
             return 0
         if args.command in ("ab", "bisect"):
-            from .upgrade.cli import main as upgrade_main
+            from .cli.ab import main as upgrade_main
 
             return upgrade_main(args)
         if args.command == "merge":
@@ -195,7 +195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return main_merge(args.sources, into=args.into, night=args.night, store_url=args.store, fmt=args.format)
         if args.command == "submit":
-            from .launch.submit import submit
+            from .cli.submit import submit
 
             return submit(args.shards, args.pytest_args, executor=args.executor, folder=args.folder, night=args.night,
                           timeout_min=args.timeout_min, partition=args.slurm_partition,

@@ -69,7 +69,7 @@ def _cells(args: argparse.Namespace) -> list[CellSpec]:
 
 
 def _sources(args: argparse.Namespace):
-    from .envs import pip_sources
+    from ..upgrade.envs import pip_sources
 
     return pip_sources().with_extra(index_url=args.index_url, extra_index_urls=args.extra_index_url,
                                     find_links=args.find_links)
@@ -77,8 +77,8 @@ def _sources(args: argparse.Namespace):
 
 def main(args: argparse.Namespace) -> int:
     from ..data import glue_dir_from_env
-    from .ab import DEFAULT_CONFIDENCE, run_ab
-    from .envs import EnvError, build, parse_spec
+    from ..upgrade.ab import DEFAULT_CONFIDENCE, run_ab
+    from ..upgrade.envs import EnvError, build, parse_spec
 
     say = lambda text: print(text, flush=True)  # noqa: E731
     confidence = args.confidence or DEFAULT_CONFIDENCE
@@ -95,7 +95,7 @@ def main(args: argparse.Namespace) -> int:
             result = compare(parse_spec(args.spec_a), parse_spec(args.spec_b), args.rounds)
             print(result.render())
             return 1 if result.slower() else 0
-        from .bisect import BisectError, bisect
+        from ..upgrade.bisect import BisectError, bisect
 
         try:
             found = bisect(args.package, args.good, args.bad, sources=sources, compare=compare, rounds=args.rounds,

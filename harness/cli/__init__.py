@@ -1,0 +1,1 @@
+"""``python -m harness``'s subcommands, one module each."""
