@@ -142,7 +142,8 @@ class HarnessSession:
             for line, markup in lines:
                 terminalreporter.write_line(line, **markup)
         run = self._run
-        behind = run.store_behind_line() if run is not None and run.results and run.options.store else None
+        behind = (run.mirror.behind_line(run.writer.dir if run.writer else None)
+                  if run is not None and run.results and run.options.store else None)
         if behind:
             warnings.warn(StoreBehind(behind), stacklevel=1)
 

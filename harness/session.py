@@ -4,7 +4,8 @@ This is what ``pytest benchmarks/`` does, without pytest: the plugin (``pytest_p
 turns its options into ``RunOptions``, hands each cell to ``BenchmarkRun.run_cell`` and
 maps the ``Outcome`` it gets back onto passed, skipped or failed.  Everything a verdict
 depends on lives here and in the modules it calls (``launch`` starts the children,
-``stats`` folds repeats, ``gate`` judges, ``baselines`` and ``results`` keep).
+``stats`` folds repeats, ``judge/evidence`` gathers what a cell is held against and
+``judge/policy`` decides, ``results`` keeps the run folder and ``store/mirror`` the database).
 """
 
 from __future__ import annotations
@@ -13,18 +14,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .judge.accept import accepted_from
-from .judge.policy import Evidence, decide
+from .judge.evidence import gather
+from .judge.policy import decide
 from .judge.stats import fold
 from .judge.verdict import Verdict
-from .judge.window import MIN_POINTS, build_window, cell_documents, load_pinned, previous_night
 from .launch import cell_timeout_s, launch_cell
 from .matrix import Matrix
 from .report.summary import judged_summary
-from .results import CellResult, ResultsError, RunWriter, new_run_id
+from .results import CellResult, RunWriter, new_run_id
 from .spec import CellSpec
-from .store import Store, StoreError, open_store
-from .store.baselines import load_baseline, write_baseline
+from .store.baselines import write_baseline
+from .store.mirror import StoreMirror
 
 
 @dataclass(frozen=True)
@@ -66,10 +66,8 @@ class BenchmarkRun:
         self.results: list[CellResult] = []
         self.planned: list[str] = []  # ids of the cells selected to run, in order
         self.selection: list[str] = []  # with --shard: the whole night's selection, every shard's cells
-        self.store_behind: dict[str, str] = {}  # what the store lacks (a cell id, or "run"), and why
-        self._sql: Store | None = None
-        self._history: Store | None = None
-        self.history_note: str | None = None  # why history was read from the folder, not the store
+        # the --store database beside the run folder, and where history is read
+        self.mirror = StoreMirror(options.store, options.results_dir, options.history_dir or options.results_dir, say)
         self.updated: list[Path] = []  # baselines written by --update-baselines
         self.refused: list[str] = []  # why --update-baselines wrote no baseline for a cell (one line each)
         self.started = 0  # cells started, for the progress line
@@ -92,7 +90,7 @@ class BenchmarkRun:
                 self.options.results_dir, new_run_id(label), matrix=self.matrix.name, planned=self.planned, env={},
                 extra=extra,
             )
-            self.keep_in_store("run", lambda store: store.put_run(self.writer.manifest))
+            self.mirror.keep("run", lambda store: store.put_run(self.writer.manifest), self.writer.dir)
         return self.writer
 
     def record(self, result: CellResult) -> Path:
@@ -103,8 +101,8 @@ class BenchmarkRun:
         if not writer.manifest["env"] and result.env:
             writer.annotate("env", result.env)
         path = writer.add(result)
-        self.keep_in_store(result.id, lambda store: store.put_cell(result))
-        self.keep_in_store("run", lambda store: store.put_run(writer.manifest))
+        self.mirror.keep(result.id, lambda store: store.put_cell(result), writer.dir)
+        self.mirror.keep("run", lambda store: store.put_run(writer.manifest), writer.dir)
         return path
 
     def close(self, *, interrupted: bool) -> None:
@@ -113,91 +111,14 @@ class BenchmarkRun:
         self.writer.close(interrupted=interrupted)
         if not self.options.store:
             return
-        if self.store_behind:  # catch up from the run folder, which has everything
-            from .store.ingest import ingest
-
-            behind = dict(self.store_behind)
-            self.store_behind.clear()
-            self.keep_in_store("run", lambda store: ingest(self.options.results_dir, store, [self.writer.run_id]))
-            if self.store_behind:
-                self.store_behind = {**behind, **self.store_behind}
-        state = {"location": self.store_location, "behind": sorted(self.store_behind)}
-        if self.store_behind:
-            state["error"] = next(iter(self.store_behind.values()))
-        self.writer.annotate("store", state)
-        self.keep_in_store("run", lambda store: store.put_run(self.writer.manifest))
-        if self._sql is not None:
-            self._sql.close()
-
-    # ------------------------------------------------------------ the store
-
-    @property
-    def store_location(self) -> str:
-        if self._sql is not None:
-            return self._sql.location
-        from .store.sql import normalize_url
-
-        try:
-            return normalize_url(self.options.store or "").render_as_string(hide_password=True)
-        except StoreError:
-            return str(self.options.store)
-
-    def database(self) -> Store:
-        """The ``--store`` database, opened (and its schema made) on first use; a StoreError
-        when it cannot be reached, tried again at the next call."""
-        if self._sql is None:
-            from .store.sql import SqlStore
-
-            self._sql = SqlStore(self.options.store)
-        return self._sql
-
-    def keep_in_store(self, what: str, write: Callable[[Store], None]) -> None:
-        """Write to the database; a store that fails loses nothing (the run folder has it all),
-        is named once in the progress lines and in the summary, and is caught up at the end
-        of the run or later by ``python -m harness ingest``."""
-        if not self.options.store:
-            return
-        try:
-            write(self.database())
-        except StoreError as exc:
-            if not self.store_behind:
-                kept = self.writer.dir if self.writer else "the run folder"
-                self.say(f"STORE BEHIND: {exc}; every cell is still kept in {kept}")
-            self.store_behind[what] = str(exc)
-        else:
-            self.store_behind.pop(what, None)
-
-    def store_behind_line(self) -> str | None:
-        if not self.store_behind:
-            return None
-        cells = sorted(k for k in self.store_behind if k != "run")
-        what = f"{len(cells)} cells" + (" and the run manifest" if "run" in self.store_behind else "")
-        return (f"STORE BEHIND: {what} not written to {self.store_location} "
-                f"({next(iter(self.store_behind.values()))}). They are in {self.writer.dir if self.writer else '-'}; "
-                f"catch up with: python -m harness ingest {self.options.results_dir} --store URL")
-
-    def history_store(self) -> Store:
-        """Where the history is read: the database when there is one (every runner's nights),
-        else the results folder.  A database that cannot be read falls back to the folder,
-        and the run says so."""
-        if self._history is None:
-            folder = open_store(self.options.history_dir or self.options.results_dir)
-            self._history = folder
-            if self.options.store:
-                try:
-                    self._history = self.database()
-                except StoreError as exc:
-                    self.history_note = f"history read from {folder.location}: the store failed ({exc})"
-                    self.say(self.history_note)
-        return self._history
+        self.mirror.catch_up(self.writer.run_id, self.writer.dir)  # from the run folder, which has everything
+        self.writer.annotate("store", self.mirror.state())
+        self.mirror.keep("run", lambda store: store.put_run(self.writer.manifest), self.writer.dir)
+        self.mirror.close()
 
     @property
     def matrix_sha256(self) -> str | None:
         return matrix_sha256(self.matrix)
-
-    @property
-    def history_dir(self) -> Path:
-        return self.options.history_dir or self.options.results_dir
 
     # ------------------------------------------------------------ measuring
 
@@ -233,38 +154,9 @@ class BenchmarkRun:
         result = self.measure(cell, count, vary_seed=bool(seeds))
         if result.ok and result.spec.nproc > 1:
             self.add_scaling_efficiency(result)
-        baseline, baseline_error, source, pinned = None, None, None, False
-        window, history = None, []
-        if result.ok:
-            try:
-                baseline, path = load_baseline(
-                    self.options.baselines_dir, result.env["hardware_key"], result.id, recipe=result.spec
-                )
-                source = str(path) if baseline is not None else None
-                pinned = baseline is not None and load_pinned(path)
-            except ResultsError as exc:
-                baseline_error = f"{exc} (fix or delete it, or rewrite it with --update-baselines)"
-            try:
-                try:
-                    history = cell_documents(self.history_store(), result.id)
-                except StoreError as exc:
-                    self.history_note = f"history read from {self.history_dir}: the store failed ({exc})"
-                    self.say(self.history_note)
-                    self._history = open_store(self.history_dir)
-                    history = cell_documents(self._history, result.id)
-                start = accepted_from(self.history_dir, result.id, before=result.run_id)
-            except ResultsError as exc:
-                baseline_error = str(exc)
-            else:
-                window = build_window(history, result, size=self.matrix.window, accepted_from=start)
-                if pinned or len(window.runs) < MIN_POINTS:
-                    window = None  # a pinned baseline file wins; too little history: the file, else new
-        elsewhere = None
-        if result.ok and baseline is None and window is None:
-            elsewhere = same_cell_elsewhere(self.options.baselines_dir, history, result)
-        previous = previous_night(history, result) if result.ok else None
-        evidence = Evidence(baseline, source, window, elsewhere, previous.verdict if previous is not None else None,
-                            self.matrix.confidence)
+        evidence, baseline_error = gather(
+            result, baselines_dir=self.options.baselines_dir, history_of=self.mirror.cell_history,
+            history_dir=self.mirror.history_dir, window_size=self.matrix.window, confidence=self.matrix.confidence)
         verdict = decide(result, evidence, confirm=self.options.confirm, say=self.say,
                          remeasure=lambda n: self.measure(cell, n, vary_seed=False, what="confirmation"))
         if baseline_error:
@@ -313,27 +205,6 @@ def matrix_sha256(matrix: Matrix) -> str | None:
         return hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path.is_file() else None
     except OSError:
         return None
-
-
-def same_cell_elsewhere(baselines_dir: Path, history: list[CellResult], current: CellResult) -> CellResult | None:
-    """The same cell under the same recipe on another machine: its stored baseline for
-    another hardware key, else its newest good run there.  For the figures that do not
-    depend on the hardware."""
-    key = current.env.get("hardware_key")
-    folders = sorted(p for p in Path(baselines_dir).iterdir() if p.is_dir()) if Path(baselines_dir).is_dir() else []
-    for folder in folders:
-        if folder.name == key:
-            continue
-        try:
-            found, _ = load_baseline(baselines_dir, folder.name, current.id, recipe=current.spec)
-        except ResultsError:
-            continue
-        if found is not None:
-            return found
-    from .spec import recipe_changes
-
-    others = [r for r in history if r.ok and r.env.get("hardware_key") != key and not recipe_changes(r.spec, current.spec)]
-    return others[-1] if others else None
 
 
 def outcome(result: CellResult, verdict: Verdict, baseline_error: str | None, *, updating: bool,

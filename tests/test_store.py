@@ -195,7 +195,8 @@ def test_a_store_that_goes_down_mid_run_loses_nothing_and_is_caught_up(tmp_path,
         run.close(interrupted=False)
         assert sorted(p.name for p in run.writer.dir.glob("mrpc-*.json")) == sorted([f"{first.id}.json", f"{second.id}.json"])
         assert any(line.startswith("STORE BEHIND:") for line in said), said
-        assert second.id in run.store_behind and "STORE BEHIND: 1 cells and the run manifest" in run.store_behind_line()
+        assert second.id in run.mirror.behind
+        assert "STORE BEHIND: 1 cells and the run manifest" in run.mirror.behind_line(run.writer.dir)
         manifest = json.loads((run.writer.dir / "run.json").read_text())
         assert manifest["store"]["behind"] == sorted(["run", second.id])
         server.start()
@@ -221,10 +222,10 @@ def test_a_run_whose_store_comes_back_before_it_ends_catches_up_by_itself(tmp_pa
     cell = as_run(real, "ignored", 8)
     run.planned = [cell.id]
     run.record(replace(cell, run_id=run.run_writer().run_id))
-    assert cell.id in run.store_behind
+    assert cell.id in run.mirror.behind
     folder.mkdir()
     run.close(interrupted=False)
-    assert run.store_behind == {}
+    assert run.mirror.behind == {}
     assert json.loads((run.writer.dir / "run.json").read_text())["store"]["behind"] == []
     with SqlStore(url) as store:
         assert [r.id for r in store.results()] == [cell.id]
@@ -262,7 +263,7 @@ def test_a_run_writes_its_cells_to_postgresql_reads_its_history_there_and_the_re
     with SqlStore(url) as store:
         latest = store.manifests()[-1]["run_id"]
         verdicts = [r.verdict for r in store.results(run_ids=[latest])]
-    assert all(v["baseline_source"].startswith("history of 6 good runs") for v in verdicts), verdicts
+    assert all(v.baseline_source.startswith("history of 6 good runs") for v in verdicts), verdicts
     out = tmp_path / "report.html"
     assert main(["report", "--store", url, "--output", str(out)]) == 0
     page = out.read_text()

@@ -30,13 +30,13 @@ def summary_sections(run: Any, searches: list[Any]) -> list[tuple[str, list[Line
     if run.writer is not None:
         lines.append((f"results ({run.writer.manifest['state']}): {run.writer.dir}", {}))
     if run.options.store:
-        behind = run.store_behind_line()
+        behind = run.mirror.behind_line(run.writer.dir if run.writer else None)
         if behind:
             lines.append((behind, {"red": True, "bold": True}))
         else:
-            lines.append((f"store: {run.store_location} (every cell written)", {}))
-    if run.history_note:
-        lines.append((run.history_note, {"yellow": True}))
+            lines.append((f"store: {run.mirror.location} (every cell written)", {}))
+    if run.mirror.history_note:
+        lines.append((run.mirror.history_note, {"yellow": True}))
     if run.updated:
         lines.append((f"baselines written ({len(run.updated)}): {run.updated[0].parent}", {}))
     if run.refused:
