@@ -13,6 +13,7 @@ Callers write the new names; the shim maps them to what the installed version ta
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 from typing import Any
 
@@ -24,7 +25,9 @@ _RENAMES_NEW_TO_OLD = {
 }
 
 
+@functools.cache
 def training_argument_fields() -> frozenset[str]:
+    """Field names of the installed transformers' TrainingArguments."""
     return frozenset(f.name for f in dataclasses.fields(transformers.TrainingArguments))
 
 

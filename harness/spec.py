@@ -121,10 +121,12 @@ class CellSpec:
             object.__setattr__(self, "training_args", tuple(sorted(self.training_args.items())))
         else:
             object.__setattr__(self, "training_args", tuple(sorted(tuple(p) for p in self.training_args)))
+        from .compat import training_argument_fields  # transformers, on first use only
+
         for key, value in self.training_args:
             if key in RESERVED_TRAINING_ARGS:
                 raise SpecError(f"`{key}` is set by the harness: {RESERVED_TRAINING_ARGS[key]}")
-            if key not in training_argument_names():
+            if key not in training_argument_fields():
                 raise SpecError(_unknown_key_message(key))
             if isinstance(value, (list, dict)):
                 raise SpecError(f"`{key}` must be a single value in a cell (hashable), got {value!r}")
@@ -229,14 +231,18 @@ def check_key(where: str, key: str) -> None:
         return
     if key in RESERVED_TRAINING_ARGS:
         raise SpecError(f"{where}: `{key}` is set by the harness: {RESERVED_TRAINING_ARGS[key]}")
-    if key not in training_argument_names():
+    from .compat import training_argument_fields
+
+    if key not in training_argument_fields():
         raise SpecError(f"{where}: {_unknown_key_message(key)}")
 
 
 def _unknown_key_message(key: str) -> str:
     import difflib
 
-    candidates = list(SPEC_FIELDS) + sorted(training_argument_names() - set(RESERVED_TRAINING_ARGS))
+    from .compat import training_argument_fields
+
+    candidates = list(SPEC_FIELDS) + sorted(training_argument_fields() - set(RESERVED_TRAINING_ARGS))
     close = difflib.get_close_matches(key, candidates, n=3)
     hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
     return (
@@ -258,19 +264,6 @@ def _check_choice(name: str, value: Any, allowed: Iterable[str]) -> None:
 def _check_int(name: str, value: Any, *, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise SpecError(f"`{name}` must be an integer >= {minimum}, got {value!r}")
-
-
-_TA_NAMES: frozenset[str] | None = None
-
-
-def training_argument_names() -> frozenset[str]:
-    """Field names of the installed transformers' TrainingArguments."""
-    global _TA_NAMES
-    if _TA_NAMES is None:
-        from transformers import TrainingArguments
-
-        _TA_NAMES = frozenset(f.name for f in dataclasses.fields(TrainingArguments))
-    return _TA_NAMES
 
 
 def _transformers_version() -> str:
