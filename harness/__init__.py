@@ -1,8 +1,11 @@
 """Benchmark and regression harness for Hugging Face Trainer fine-tunes.
 
 The library works without pytest: ``load_matrix`` expands a matrix file into cells,
-``run_cell`` fine-tunes one and returns its ``CellResult``, and ``RunWriter`` keeps the
-results.  ``harness.pytest_plugin`` is the thin pytest face over it.
+``harness.session.BenchmarkRun`` measures each in a child process, judges and keeps it
+(``run_cell``), ``harness.runner.run_cell`` fine-tunes one in this process (what the child
+runs), and ``RunWriter`` keeps results.  ``harness.pytest_plugin`` is the thin pytest face
+over it, ``python -m harness`` (``harness/cli/``) the commands.  These names are exported
+here; the rest is imported from its room (docs/results.md has the map).
 """
 
 from .matrix import Matrix, load_matrix, parse_matrix
