@@ -13,63 +13,9 @@ night's matrix over machines.
 from __future__ import annotations
 
 import os
-from abc import ABC, abstractmethod
-from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
-from ..results import CellResult, ResultsError
-
-STORE_ENV = "HARNESS_STORE"
-
-
-class StoreError(ResultsError):
-    """The store cannot be reached, or holds what this harness cannot read.  Says which."""
-
-
-class Store(ABC):
-    """Stored runs: their manifests and their cell documents, oldest run first."""
-
-    #: where the store is, safe to print (a database URL without its password)
-    location: str
-
-    @abstractmethod
-    def manifests(self, run_ids: Iterable[str] | None = None, *, night: str | None = None) -> list[dict[str, Any]]:
-        """Run manifests (``run.json``), sorted by run id; all, the given ids, or one night's."""
-
-    @abstractmethod
-    def results(self, cell_id: str | None = None, *, run_ids: Iterable[str] | None = None) -> list[CellResult]:
-        """Cell documents sorted by (run id, cell id); one cell's, or the given runs'.
-        An unreadable document is left out and named in ``unreadable``: a corrupt old night
-        must not stop tonight's gate."""
-
-    @property
-    def unreadable(self) -> list[str]:
-        return list(getattr(self, "_unreadable", []))
-
-    def runs(self) -> list[tuple[dict[str, Any], list[CellResult]]]:
-        """Every run with its cells, oldest first.  Cells whose run has no manifest (a store
-        that missed it, a folder without run.json) come under a stand-in of state unknown."""
-        by_run: dict[str, list[CellResult]] = {}
-        for result in self.results():
-            by_run.setdefault(result.run_id, []).append(result)
-        manifests = {m["run_id"]: m for m in self.manifests()}
-        for run_id in by_run.keys() - manifests.keys():
-            manifests[run_id] = {"run_id": run_id, "state": "unknown", "matrix": None}
-        return [(manifests[run_id], by_run.get(run_id, [])) for run_id in sorted(manifests)]
-
-    def close(self) -> None:  # noqa: B027 - nothing to release for a folder
-        pass
-
-    def __enter__(self) -> Store:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def is_url(location: str | os.PathLike[str]) -> bool:
-    return "://" in str(location)
+from .base import STORE_ENV, Store, StoreError, is_url
 
 
 def open_store(location: str | os.PathLike[str] | None = None) -> Store:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..results import CellResult, ResultsError, read_result, runs_root
-from . import Store
+from .base import Store
 
 
 class FolderStore(Store):

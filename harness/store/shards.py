@@ -11,8 +11,9 @@ the split is round-robin.  No shard gets more than ``ceil(cells / N)`` cells (at
 over an even share); within that, the longest cells go first to the least loaded shard.
 
 Each shard is an ordinary run whose manifest names its night, its shard and the whole
-selection; ``merge`` gathers a night's runs (from shard artifacts or a store), checks that
-every selected cell finished in exactly one shard, and gives one verdict table.
+selection; ``gather`` takes a night's runs (from shard artifacts or a store) and checks that
+every selected cell finished in exactly one shard; ``python -m harness merge``
+(``harness/cli/merge.py``) prints them as one verdict table.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from ..results import CellResult, ResultsError, read_result
-from . import Store
+from .base import Store
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -198,25 +199,3 @@ def failing(result: CellResult) -> bool:
     if result.status == "skipped":
         return False
     return result.status != "ok" or result.verdict_word in ("regression", "error")
-
-
-def main_merge(sources: Sequence[Path], *, into: Path, night: str | None, store_url: str | None,
-               fmt: str = "table") -> int:
-    """``python -m harness merge``: exit 0 when every selected cell ran once and none failed,
-    1 when a cell failed or the night is incomplete."""
-    from ..report.summary import judged_summary
-    from ..report.tables import summary_table
-    from . import open_store
-
-    run_ids = collect(sources, into) if sources else None
-    with open_store(store_url or into) as store:
-        found = gather(store, night=night, run_ids=None if night else run_ids)
-    print(found.describe())
-    print(summary_table(sorted(found.results, key=lambda r: r.id), tablefmt="github" if fmt == "markdown" else "simple"))
-    print(judged_summary(found.results))
-    for problem in found.problems:
-        print(f"INCOMPLETE NIGHT: {problem}")
-    failed = [r.id for r in found.results if failing(r)]
-    if failed:
-        print(f"failed: {len(failed)} cells: {', '.join(failed[:10])}")
-    return 1 if failed or found.problems else 0

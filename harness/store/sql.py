@@ -27,7 +27,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine, make_url
 
 from ..results import CellResult, ResultsError, _finite
-from . import Store, StoreError
+from .base import Store, StoreError
 
 SCHEMA_VERSION = 1
 # version n -> the function that brings a schema of version n-1 to n, for n >= 2.
