@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from harness.cli.merge import main_merge
 from harness.judge.verdict import Verdict
 from harness.results import RunWriter, read_result
 from harness.store import open_store
-from harness.store.shards import execution_seconds, expected_durations, gather, main_merge, parse_shard, split
+from harness.store.shards import execution_seconds, expected_durations, gather, parse_shard, split
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL = ROOT / "results" / "runs" / "20261123T202743Z-smoke-cpu" / "mrpc-all-MiniLM-L6-v2-dynamic-bs8-fp32.json"

@@ -1,43 +1,52 @@
-"""``python -m harness ab`` and ``python -m harness bisect``: arguments to runs."""
+"""``python -m harness ab SPEC_A SPEC_B``: the same cells in two environments, interleaved.
+
+The selection of cells (``-k``), the package sources and the comparison of two environments
+here serve ``bisect`` too (``cli/bisect.py``)."""
 
 from __future__ import annotations
 
 import argparse
 import re
-import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..matrix import load_matrix
 from ..spec import CellSpec, SpecError
+from . import fail
+
+if TYPE_CHECKING:
+    from ..upgrade.ab import ABResult
+    from ..upgrade.envs import EnvSpec, Sources
+
+    Compare = Callable[[EnvSpec, EnvSpec, int], ABResult]  # spec A, spec B, rounds
+    Say = Callable[[str], None]
+
+NAME = "ab"
+HELP = "the same cells in two environments, interleaved, with a verdict that can say 'cannot tell'"
 
 
-def add_parsers(sub: argparse._SubParsersAction) -> None:
-    def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--matrix", default=None, help="a matrix file, or NAME for benchmarks/NAME.toml "
-                       "(default: smoke; nightly with --gpu)")
-        p.add_argument("-k", dest="select", default=None, help="cells whose id matches, as pytest -k: words, "
-                       "and/or/not, parentheses")
-        p.add_argument("--rounds", type=int, default=5, help="executions of each cell on each side (default 5; "
-                       "at least 5 for a 99%% interval)")
-        p.add_argument("--confidence", type=float, default=None, help="of the interval (default 0.99)")
-        p.add_argument("--gpu", action="store_true", help="run the cells on CUDA")
-        p.add_argument("--results-dir", type=Path, default=Path("results"), help="where results/ab/<run-id> is kept")
-        p.add_argument("--index-url", help="a package index to use instead of pip's")
-        p.add_argument("--extra-index-url", action="append", default=[], help="another package index (repeatable)")
-        p.add_argument("--find-links", action="append", default=[], help="a folder of wheels (repeatable)")
+def setup_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("spec_a", metavar="SPEC_A", help='requirements ("transformers==4.46.3"), -r FILE, an '
+                        "interpreter, or current")
+    parser.add_argument("spec_b", metavar="SPEC_B")
+    cell_arguments(parser)
 
-    ab = sub.add_parser("ab", help="the same cells in two environments, interleaved, with a verdict that can say "
-                        "'cannot tell'")
-    ab.add_argument("spec_a", metavar="SPEC_A", help='requirements ("transformers==4.46.3"), -r FILE, an interpreter, '
-                    "or current")
-    ab.add_argument("spec_b", metavar="SPEC_B")
-    common(ab)
-    bis = sub.add_parser("bisect", help="the first release of a package that made the selected cells worse")
-    bis.add_argument("package")
-    bis.add_argument("--good", required=True, help="a release that is fine")
-    bis.add_argument("--bad", required=True, help="a later release that is worse")
-    bis.add_argument("--pre", action="store_true", help="include pre-releases")
-    common(bis)
+
+def cell_arguments(p: argparse.ArgumentParser) -> None:
+    """The arguments ``ab`` and ``bisect`` share: which cells, how often, which package sources."""
+    p.add_argument("--matrix", default=None, help="a matrix file, or NAME for benchmarks/NAME.toml "
+                   "(default: smoke; nightly with --gpu)")
+    p.add_argument("-k", dest="select", default=None, help="cells whose id matches, as pytest -k: words, "
+                   "and/or/not, parentheses")
+    p.add_argument("--rounds", type=int, default=5, help="executions of each cell on each side (default 5; "
+                   "at least 5 for a 99%% interval)")
+    p.add_argument("--confidence", type=float, default=None, help="of the interval (default 0.99)")
+    p.add_argument("--gpu", action="store_true", help="run the cells on CUDA")
+    p.add_argument("--results-dir", type=Path, default=Path("results"), help="where results/ab/<run-id> is kept")
+    p.add_argument("--index-url", help="a package index to use instead of pip's")
+    p.add_argument("--extra-index-url", action="append", default=[], help="another package index (repeatable)")
+    p.add_argument("--find-links", action="append", default=[], help="a folder of wheels (repeatable)")
 
 
 def select(cells: list[CellSpec], expression: str | None) -> list[CellSpec]:
@@ -68,17 +77,30 @@ def _cells(args: argparse.Namespace) -> list[CellSpec]:
     return cells
 
 
-def _sources(args: argparse.Namespace):
+def _sources(args: argparse.Namespace) -> Sources:
     from ..upgrade.envs import pip_sources
 
     return pip_sources().with_extra(index_url=args.index_url, extra_index_urls=args.extra_index_url,
                                     find_links=args.find_links)
 
 
-def main(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
+    from ..upgrade.envs import parse_spec
+
+    def ab(compare: Compare, sources: Sources, say: Say) -> int:
+        result = compare(parse_spec(args.spec_a), parse_spec(args.spec_b), args.rounds)
+        print(result.render())
+        return 1 if result.slower() else 0
+
+    return with_environments(args, ab)
+
+
+def with_environments(args: argparse.Namespace, command: Callable[[Compare, Sources, Say], int]) -> int:
+    """``command`` given the comparison of two environments' specs on the selected cells, the
+    package sources and a printer; a bad spec, matrix or environment as one error line."""
     from ..data import glue_dir_from_env
     from ..upgrade.ab import DEFAULT_CONFIDENCE, run_ab
-    from ..upgrade.envs import EnvError, build, parse_spec
+    from ..upgrade.envs import EnvError, build
 
     say = lambda text: print(text, flush=True)  # noqa: E731
     confidence = args.confidence or DEFAULT_CONFIDENCE
@@ -86,25 +108,11 @@ def main(args: argparse.Namespace) -> int:
         cells = _cells(args)
         sources = _sources(args)
 
-        def compare(spec_a, spec_b, rounds):
+        def compare(spec_a: EnvSpec, spec_b: EnvSpec, rounds: int) -> ABResult:
             a, b = build(spec_a, sources, say=say), build(spec_b, sources, say=say)
             return run_ab(cells, a, b, rounds=rounds, results_dir=args.results_dir, use_cuda=args.gpu,
                           glue_dir=glue_dir_from_env(), confidence=confidence, say=say)
 
-        if args.command == "ab":
-            result = compare(parse_spec(args.spec_a), parse_spec(args.spec_b), args.rounds)
-            print(result.render())
-            return 1 if result.slower() else 0
-        from ..upgrade.bisect import BisectError, bisect
-
-        try:
-            found = bisect(args.package, args.good, args.bad, sources=sources, compare=compare, rounds=args.rounds,
-                           pre=args.pre, say=say)
-        except BisectError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        print(found.render())
-        return 0 if found.first_bad else 1
+        return command(compare, sources, say)
     except (EnvError, SpecError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return fail(exc)

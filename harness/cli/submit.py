@@ -4,12 +4,13 @@ One job per shard through submitit (SLURM on a cluster; real local processes for
 try-out), each running ``pytest ... --shard I/N --night NIGHT``: an ordinary run that
 writes its run folder (a shared file system on a cluster) and, with ``--store``, the
 database.  When every job has ended the night is merged into one verdict table
-(``store.shards.main_merge``).  The scheduler is submitit's, not ours: retries, queues and
+(``cli/merge.py``).  The scheduler is submitit's, not ours: retries, queues and
 cancellation are SLURM's.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
@@ -17,6 +18,30 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from .merge import main_merge
+
+NAME = "submit"
+HELP = "run a night in N shards as jobs (submitit: SLURM, or local processes), then merge"
+
+
+def setup_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--shards", type=int, required=True, help="how many parts (jobs)")
+    parser.add_argument("--executor", choices=("local", "slurm"), default="local")
+    parser.add_argument("--folder", type=Path, default=Path("results/submitit"), help="job logs")
+    parser.add_argument("--night", help="default: a UTC time stamp")
+    parser.add_argument("--timeout-min", type=int, default=360)
+    parser.add_argument("--slurm-partition")
+    parser.add_argument("--gpus-per-node", type=int)
+    parser.add_argument("--slurm-arg", action="append", default=[], metavar="KEY=VALUE",
+                        help="any other submitit slurm_* parameter, e.g. account=ml (repeatable)")
+    parser.add_argument("pytest_args", nargs=argparse.REMAINDER, help="-- then the pytest arguments of every shard")
+
+
+def run(args: argparse.Namespace) -> int:
+    return submit(args.shards, args.pytest_args, executor=args.executor, folder=args.folder, night=args.night,
+                  timeout_min=args.timeout_min, partition=args.slurm_partition, gpus_per_node=args.gpus_per_node,
+                  slurm_args=args.slurm_arg)
 
 
 @dataclass
@@ -75,8 +100,6 @@ def submit(count: int, pytest_args: Sequence[str], *, executor: str = "local", f
             print(f"shard {index}/{count} (job {job.job_id}): pytest exit {code}")
         except Exception as exc:  # the job itself died: the merge names its missing cells
             print(f"shard {index}/{count} (job {job.job_id}): the job failed: {str(exc).strip().splitlines()[-1:]}")
-    from ..store.shards import main_merge
-
     store = _option(args, "--store") or os.environ.get("HARNESS_STORE")
     return main_merge([], into=results, night=night, store_url=store)
 

@@ -17,7 +17,6 @@ With ``--matrix``, each cell is judged with the thresholds that matrix declares 
 
 from __future__ import annotations
 
-import argparse
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import replace
@@ -108,31 +107,3 @@ def calibrate(baselines_dir: Path, run_dirs: Sequence[Path], confirm: int = 2, m
     reliable = [s for s in SLOWDOWNS if judged and caught[s] == judged]
     report["smallest_reliably_caught"] = min(reliable) if reliable else None
     return report
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m harness.judge.calibrate", description=__doc__.split("\n\n")[0])
-    parser.add_argument("runs", nargs="+", type=Path, help="run folders (results/runs/<run-id>) of an unchanged tree")
-    parser.add_argument("--baselines", type=Path, default=Path("results/baselines"))
-    parser.add_argument("--confirm", type=int, default=2)
-    parser.add_argument("--matrix", type=Path, help="judge with the thresholds this matrix declares now")
-    args = parser.parse_args(argv)
-    report = calibrate(args.baselines, args.runs, args.confirm, args.matrix)
-    print(f"runs: {len(args.runs)}; cell verdicts: {report['verdicts']}")
-    print(f"first measurements past a threshold: {report['first_crossings']}")
-    print(f"false regressions after confirmation: {report['false_alarms']}")
-    for cell_id, cell in report["cells"].items():
-        changes = ", ".join(f"{c:+.1%}" for c in cell["changes"])
-        print(f"  {cell_id}: {THROUGHPUT} vs baseline {changes}; false alarms {cell['false_alarms']}")
-        for alarm in cell.get("alarms", []):
-            print(f"    alarm: {'; '.join(alarm)}")
-    print("planted slowdown -> share of verdicts that catch it:")
-    for s, share in report["detection"].items():
-        print(f"  {s:.0%}: {share:.0%}")
-    smallest = report["smallest_reliably_caught"]
-    print(f"smallest slowdown caught in every verdict: {'none of those tried' if smallest is None else f'{smallest:.0%}'}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

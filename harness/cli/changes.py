@@ -1,0 +1,25 @@
+"""``python -m harness changes [RESULTS_DIR]``: change points over every cell's history."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from . import OUTPUT_HELP, STORE_HELP, write_out
+
+NAME = "changes"
+HELP = "where each cell's level changed over its whole history (change points)"
+
+
+def setup_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("results_dir", type=Path, nargs="?", default=Path("results"))
+    parser.add_argument("--store", metavar="URL", help=STORE_HELP)
+    parser.add_argument("--format", choices=("table", "json"), default="table")
+    parser.add_argument("--output", type=Path, help=OUTPUT_HELP)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..judge.changes import find_changes, render
+
+    write_out(render(find_changes(args.store or args.results_dir), args.format), args.output)
+    return 0
