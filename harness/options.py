@@ -22,96 +22,29 @@ from .store import STORE_ENV
 DEFAULT_MATRIX = {False: "smoke", True: "nightly"}
 
 
+OPTIONS_FILE = Path(__file__).with_name("options.toml")
+
+
 def add_options(parser: pytest.Parser) -> None:
-    """Register the options on ``parser``, in its group "trainer-bench" (``pytest --help``)."""
+    """Register the options declared in ``options.toml`` on ``parser``, in its group
+    "trainer-bench" (``pytest --help``)."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+
+    fill = {"foreign_per_core": f"{FOREIGN_CORES_PER_CORE:g}", "foreign_minimum": f"{MIN_MAX_FOREIGN_CORES:g}",
+            "store_env": STORE_ENV}
     group = parser.getgroup("trainer-bench", "Trainer fine-tune benchmarks")
-    group.addoption(
-        "--gpu",
-        action="store_true",
-        default=False,
-        help="run the GPU suite (the `nightly` matrix unless --matrix says otherwise) on CUDA; "
-        "fails at once where no CUDA device is visible",
-    )
-    group.addoption(
-        "--matrix",
-        metavar="NAME_OR_PATH",
-        default=None,
-        help="matrix to run: a TOML file, or NAME for benchmarks/NAME.toml (default: smoke; nightly with --gpu)",
-    )
-    group.addoption(
-        "--results-dir",
-        metavar="DIR",
-        default=None,
-        help="where each run's results are written, as runs/<run-id>/<cell-id>.json (default: results/)",
-    )
-    group.addoption(
-        "--baselines-dir",
-        metavar="DIR",
-        default=None,
-        help="where baselines live, as <hardware-key>/<cell-id>.json (default: the project's results/baselines, "
-        "whatever --results-dir says)",
-    )
-    group.addoption(
-        "--repeats", metavar="N", type=_positive_int, default=1,
-        help="measure each cell N times; verdicts use the median and the spread (default: 1)",
-    )
-    group.addoption(
-        "--seeds", metavar="N", type=_positive_int, default=None,
-        help="run each cell under N seeds (its seed, seed+1, ...) and record quality mean and std; "
-        "with --update-baselines this sets the quality band of cells without a published reference",
-    )
-    group.addoption(
-        "--confirm", metavar="K", type=_non_negative_int, default=2,
-        help="re-run a cell that crosses a speed or memory threshold K times before it fails (default: 2)",
-    )
-    group.addoption(
-        "--cell-timeout", metavar="SECONDS", type=_positive_float, default=None,
-        help="kill one execution of a cell (its whole process group) after SECONDS and record it as an error "
-        "(default: the matrix's per-cell `timeout`, else derived from the cell's steps)",
-    )
-    group.addoption(
-        "--max-foreign-load", metavar="CORES", type=_non_negative_float, default=None,
-        help="other processes' mean CPU load (in cores) during a cell past which its speed is not judged "
-        f"(verdict `disturbed`; default: {FOREIGN_CORES_PER_CORE:g} x the machine's cores, at least "
-        f"{MIN_MAX_FOREIGN_CORES:g}: 0.1 on 2 cores, 0.8 on 16)",
-    )
-    group.addoption(
-        "--find-max-batch-size", action="store_true", default=False,
-        help="instead of the cells, search the largest batch that fits for each checkpoint, padding and "
-        "precision of the matrix (doubling, then bisection, on short random-weight runs)",
-    )
-    group.addoption(
-        "--trainer-progress", action="store_true", default=False,
-        help="show the Trainer's own progress bar for every cell (use with -s, or it is captured)",
-    )
-    group.addoption(
-        "--require-baselines", action="store_true", default=False,
-        help="fail a cell that has no baseline for this hardware key instead of skipping it as `new` "
-        "(nightly CI: a run must never pass with nothing judged)",
-    )
-    group.addoption(
-        "--update-baselines", action="store_true", default=False,
-        help="write this run's figures as the baselines of its cells; nothing else ever writes them",
-    )
-    group.addoption(
-        "--store", metavar="URL", default=os.environ.get(STORE_ENV) or None, type=_store_url,
-        help="also write every finished cell and the run manifest to this database (a SQLAlchemy URL: "
-        f"sqlite:///FILE or postgresql://USER@HOST/DB), and read the history from it (default: ${STORE_ENV}). "
-        "The run folder is still written; a store that fails loses nothing",
-    )
-    group.addoption(
-        "--shard", metavar="I/N", default=None, type=_shard,
-        help="run only part I of N of the selected cells (deterministic; balanced by each cell's duration in "
-        "the committed baselines, round-robin without); python -m harness merge gives the night one verdict",
-    )
-    group.addoption(
-        "--benchmark-table", action="store_true", default=False,
-        help="also print pytest-benchmark's own timing table (off: the harness's summary says more)",
-    )
-    group.addoption(
-        "--night", metavar="ID", default=os.environ.get("HARNESS_NIGHT") or None,
-        help="the id a night's shard runs share, kept in each run's manifest (default: $HARNESS_NIGHT)",
-    )
+    for option in tomllib.loads(OPTIONS_FILE.read_text(encoding="utf-8"))["option"]:
+        kwargs = {k: v for k, v in option.items() if k not in ("flag", "type", "default_env", "help")}
+        kwargs["help"] = option["help"].format(**fill)
+        if "type" in option:
+            kwargs["type"] = VALUE_TYPES[option["type"]]
+        if "default_env" in option:
+            kwargs["default"] = os.environ.get(option["default_env"]) or None
+        kwargs.setdefault("default", None)
+        group.addoption(option["flag"], **kwargs)
 
 
 def _store_url(text: str) -> str:
@@ -130,32 +63,28 @@ def _shard(text: str) -> tuple[int, int]:
     return parse_shard(text)
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise ValueError(f"{text} is not a positive integer")
-    return value
+def _number(name: str, convert: type, minimum: float, strict: bool, what: str):
+    """A value check for argparse, named as the old functions were (argparse's message says
+    "invalid _positive_int value: '0'")."""
+
+    def check(text: str):
+        value = convert(text)
+        if not (value > minimum if strict else value >= minimum):
+            raise ValueError(f"{text} is not a {what}")
+        return value
+
+    check.__name__ = name
+    return check
 
 
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise ValueError(f"{text} is not a positive number")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    value = float(text)
-    if not value >= 0:
-        raise ValueError(f"{text} is not a non-negative number")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise ValueError(f"{text} is not a non-negative integer")
-    return value
+VALUE_TYPES = {
+    "positive_int": _number("_positive_int", int, 0, True, "positive integer"),
+    "non_negative_int": _number("_non_negative_int", int, 0, False, "non-negative integer"),
+    "positive_float": _number("_positive_float", float, 0, True, "positive number"),
+    "non_negative_float": _number("_non_negative_float", float, 0, False, "non-negative number"),
+    "store_url": _store_url,
+    "shard": _shard,
+}
 
 
 def refuse_gpu_without_cuda(config: pytest.Config) -> None:

@@ -114,20 +114,22 @@ class NvmlSummary:
     nvml_errors: list[str] = field(default_factory=list)  # the first error of each NVML function
     device_uuid: str | None = None
 
+    def readings(self, name: str) -> list[float]:
+        """One field's readings over the samples, the failed reads left out."""
+        return [value for value in (getattr(s, name) for s in self.samples) if value is not None]
+
     @property
     def peak_memory_used_bytes(self) -> float | None:
-        values = [s.memory_used_bytes for s in self.samples if s.memory_used_bytes is not None]
-        return max(values) if values else None
+        return max(self.readings("memory_used_bytes"), default=None)
 
     @property
     def mean_power_w(self) -> float | None:
-        values = [s.power_w for s in self.samples if s.power_w is not None]
+        values = self.readings("power_w")
         return sum(values) / len(values) if values else None
 
     @property
     def peak_power_w(self) -> float | None:
-        values = [s.power_w for s in self.samples if s.power_w is not None]
-        return max(values) if values else None
+        return max(self.readings("power_w"), default=None)
 
     @property
     def sampled_seconds(self) -> float | None:
@@ -174,8 +176,8 @@ class NvmlSummary:
             "energy_per_sample_j": energy_per_sample,
             "mean_power_w": self.mean_power_w,
             "peak_power_w": self.peak_power_w,
-            "sm_clock_mean_mhz": _mean([s.sm_clock_mhz for s in self.samples]),
-            "temperature_max_c": max((s.temperature_c for s in self.samples if s.temperature_c is not None), default=None),
+            "sm_clock_mean_mhz": _mean(self.readings("sm_clock_mhz")),
+            "temperature_max_c": max(self.readings("temperature_c"), default=None),
             "throttled": self.throttled,
             "throttle_reasons": self.throttle_reasons,
             "throttle_unknown": self.throttle_unknown,
