@@ -12,6 +12,7 @@ Every field is checked when a cell is made; errors name the key and what is allo
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -44,6 +45,11 @@ RESERVED_TRAINING_ARGS = {
 
 class SpecError(ValueError):
     """A cell or matrix is malformed.  The message names the key and what is allowed."""
+
+
+# A cell id names its result file (``<id>.json``), its logs (``<id>.run-1.log``) and its
+# database rows: file names stop at 255 bytes.
+MAX_ID_BYTES = 200
 
 
 @dataclass(frozen=True)
@@ -103,8 +109,8 @@ class CellSpec:
         _check_int("nproc", self.nproc, minimum=1)
         for name in ("learning_rate", "num_train_epochs", "weight_decay"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-                raise SpecError(f"`{name}` must be a non-negative number, got {value!r}")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise SpecError(f"`{name}` must be a finite non-negative number, got {value!r}")
             object.__setattr__(self, name, float(value))
         if self.max_steps == 0 or (self.max_steps < 0 and self.num_train_epochs <= 0):
             raise SpecError("a cell must train: set `max_steps` > 0 or `num_train_epochs` > 0")
@@ -130,6 +136,9 @@ class CellSpec:
                 raise SpecError(_unknown_key_message(key))
             if isinstance(value, (list, dict)):
                 raise SpecError(f"`{key}` must be a single value in a cell (hashable), got {value!r}")
+            if isinstance(value, float) and math.isnan(value):
+                raise SpecError(f"`{key}` is NaN: a matrix may not hold NaN (inf is kept where TrainingArguments "
+                                "takes it, e.g. max_grad_norm = inf)")
         if isinstance(self.thresholds, str) or not isinstance(self.thresholds, (list, tuple)):
             raise SpecError(f"`thresholds` must be a list of expressions, got {self.thresholds!r}")
         object.__setattr__(self, "thresholds", tuple(self.thresholds))
@@ -147,9 +156,14 @@ class CellSpec:
         if not isinstance(self.label, str):
             raise SpecError(f"`label` must be a string, got {self.label!r}")
         if self.timeout is not None:
-            if isinstance(self.timeout, bool) or not isinstance(self.timeout, (int, float)) or self.timeout <= 0:
-                raise SpecError(f"`timeout` must be a positive number of seconds, got {self.timeout!r}")
-            object.__setattr__(self, "timeout", float(self.timeout))
+            timeout = self.timeout
+            if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not math.isfinite(timeout) \
+                    or timeout <= 0:
+                raise SpecError(f"`timeout` must be a finite positive number of seconds, got {timeout!r}")
+            object.__setattr__(self, "timeout", float(timeout))
+        if len(self.id.encode()) > MAX_ID_BYTES:
+            raise SpecError(f"cell id {self.id[:60]!r}... is {len(self.id.encode())} bytes; an id names the cell's files "
+                            f"and database rows (at most {MAX_ID_BYTES} bytes): shorten its `label` or checkpoint name")
 
     @property
     def full_finetune(self) -> bool:

@@ -97,6 +97,10 @@ def test_malformed_axes_are_refused_with_file_key_and_allowed_values(tmp_path, a
         ("[axes]\npadding = ['dynamic']\n[[cells]]\nlabel = ''", "two cells share the id"),
         ("[matrix]\nnmae = 'x'\n[axes]\npadding = ['dynamic']", "[matrix]: unknown key(s) ['nmae']"),
         ("[defaults]\ntraining_args = {tf32 = true}\n[axes]\npadding = ['dynamic']", "write TrainingArguments fields directly"),
+        ("[defaults]\nlearning_rate = nan\n[axes]\npadding = ['dynamic']", "`learning_rate` must be a finite non-negative"),
+        ("[defaults]\nmax_grad_norm = nan\n[axes]\npadding = ['dynamic']", "`max_grad_norm` is NaN: a matrix may not hold NaN"),
+        ("[defaults]\ntimeout = inf\n[axes]\npadding = ['dynamic']", "`timeout` must be a finite positive number"),
+        ("[axes]\npadding = ['dynamic']\n[[cells]]\nlabel = '" + "x" * 250 + "'", "an id names the cell's files"),
     ],
 )
 def test_malformed_matrices_are_refused(tmp_path, text, fragment):
@@ -155,3 +159,9 @@ def test_recipe_changes_name_what_the_id_does_not_show():
     new = replace(old, max_steps=50, training_args={"tf32": True})
     assert new.id == old.id
     assert recipe_changes(old, new) == ["max_steps 30 -> 50", "training_args {} -> {'tf32': True}"]
+
+
+def test_an_infinite_max_grad_norm_is_a_legal_cell():
+    cell = CellSpec(training_args={"max_grad_norm": float("inf")})
+    assert dict(cell.training_args)["max_grad_norm"] == float("inf")
+
