@@ -21,7 +21,7 @@ REAL = ROOT / "results" / "runs" / "20261123T202743Z-smoke-cpu" / "mrpc-all-Mini
 
 
 @pytest.mark.parametrize("text, fragment", [("3", "expected I/N"), ("0/3", "between 1 and N"), ("4/3", "between 1 and N"),
-                                            ("a/b", "expected I/N")])
+                                            ("a/b", "expected I/N"), ("1/1000000000", "N is at most 1024")])
 def test_a_malformed_shard_says_what_is_allowed(text, fragment):
     with pytest.raises(ValueError, match=fragment):
         parse_shard(text)
@@ -81,18 +81,22 @@ def _collected(result) -> list[str]:
     return [line for line in result.stdout.lines if "::test_cell[" in line]
 
 
-def shard_runs(results: Path, shards: dict[int, list[int]], night: str = "n7", count: int | None = None) -> list[str]:
+def shard_runs(results: Path, shards: dict[int, list[int]], night: str = "n7", count: int | None = None,
+               matrices: dict[int, tuple[str, str]] | None = None) -> list[str]:
+    """Shard runs of real cells; ``matrices``: a shard's (matrix name, file hash), else the real one's."""
     real = read_result(REAL)
     cells = {b: replace(real, spec=replace(real.spec, batch_size=b)) for part in shards.values() for b in part}
     selection = [cells[b].id for b in sorted(cells)]
     ids = []
     for index, batches in shards.items():
-        writer = RunWriter(results, f"20261124T020000Z-smoke-cpu-shard{index}of{count or len(shards)}", matrix="smoke",
-                           planned=[cells[b].id for b in batches], env=real.env,
+        name, sha = (matrices or {}).get(index, ("smoke", real.env.get("matrix_sha256")))
+        writer = RunWriter(results, f"20261124T020000Z-smoke-cpu-shard{index}of{count or len(shards)}", matrix=name,
+                           planned=[cells[b].id for b in batches], env=dict(real.env, matrix_sha256=sha),
                            extra={"night": night, "shard": {"index": index, "count": count or len(shards),
                                                             "selection": selection}})
         for b in batches:
-            writer.add(replace(cells[b], run_id=writer.run_id, verdict=Verdict(cells[b].id, "pass")))
+            writer.add(replace(cells[b], run_id=writer.run_id, verdict=Verdict(cells[b].id, "pass"),
+                               env=dict(real.env, matrix_sha256=sha)))
         writer.close()
         ids.append(writer.run_id)
     return ids
@@ -150,3 +154,16 @@ def test_submit_runs_the_shards_as_local_jobs_and_merges_the_night(bench_project
     manifests = [json.loads((p / "run.json").read_text()) for p in runs]
     assert [len(m["finished"]) for m in manifests] == [1, 1]
     assert {m["night"] for m in manifests} == {"nightX"}
+
+
+def test_shards_of_two_different_matrices_do_not_merge_and_both_are_named(tmp_path, capsys):
+    ids = shard_runs(tmp_path / "night", {1: [1], 2: [2]},
+                     matrices={1: ("smoke", "fedcba9876543210"), 2: ("smoke", "0123456789abcdef")})
+    assert main_merge([tmp_path / "night"], into=tmp_path / "results", night=None, store_url=None) == 1
+    out = capsys.readouterr().out
+    line = next(line for line in out.splitlines() if "MIXED NIGHT: the runs used different matrix files" in line)
+    assert "0123456789abcdef" in line and ids[0] in line and ids[1] in line, line
+    shard_runs(tmp_path / "names", {1: [1], 2: [2]}, matrices={2: ("nightly", "0123456789abcdef")})
+    night = gather(open_store(tmp_path / "names"), night="n7")
+    assert any(p.startswith("MIXED NIGHT: the runs used different matrices: nightly") for p in night.problems)
+

@@ -29,7 +29,10 @@ from pathlib import Path
 from typing import Any
 
 from ..results import CellResult, ResultsError, read_result
+from ..spec import recipe_changes
 from .base import Store
+
+MAX_SHARDS = 1024  # more machines than any night has; a shard beyond the cells is empty
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -40,6 +43,8 @@ def parse_shard(text: str) -> tuple[int, int]:
         raise ValueError(f"--shard {text!r}: expected I/N, e.g. 1/3 (shard I of N, counted from 1)") from None
     if count < 1 or not 1 <= index <= count:
         raise ValueError(f"--shard {text!r}: I must be between 1 and N, and N at least 1")
+    if count > MAX_SHARDS:
+        raise ValueError(f"--shard {text!r}: N is at most {MAX_SHARDS} (a shard beyond the selected cells is empty)")
     return index, count
 
 
@@ -141,6 +146,7 @@ def gather(store: Store, *, night: str | None = None, run_ids: Sequence[str] | N
         raise ResultsError(f"{store.location}: no run of {where}")
     results = store.results(run_ids=[m["run_id"] for m in manifests])
     found = Night(night, manifests, results)
+    found.problems += mixed(manifests, results)
     counts = {(m.get("shard") or {}).get("count") for m in manifests}
     if len(counts) > 1:
         found.problems.append(f"the runs were split into different numbers of shards: {sorted(map(str, counts))}")
@@ -169,6 +175,36 @@ def gather(store: Store, *, night: str | None = None, run_ids: Sequence[str] | N
     if partial:
         found.problems.append(f"runs not complete (interrupted or still running): {', '.join(partial)}")
     return found
+
+
+def mixed(manifests: Sequence[dict[str, Any]], results: Sequence[CellResult]) -> list[str]:
+    """What makes the runs not one night: different matrices (by name, or by the file's
+    hash), or one cell under different recipes.  Named, both sides."""
+    problems = []
+
+    def runs_by(values: dict[str, list[str]], what: str) -> None:
+        if len(values) > 1:
+            problems.append(f"MIXED NIGHT: the runs used different {what}: "
+                            + "; ".join(f"{v} ({', '.join(sorted(set(runs)))})" for v, runs in sorted(values.items())))
+
+    names: dict[str, list[str]] = {}
+    hashes: dict[str, list[str]] = {}
+    for m in manifests:
+        names.setdefault(str(m.get("matrix")), []).append(m["run_id"])
+        if m.get("matrix_sha256"):
+            hashes.setdefault(str(m["matrix_sha256"]), []).append(m["run_id"])
+    for r in results:
+        if r.env.get("matrix_sha256"):
+            hashes.setdefault(str(r.env["matrix_sha256"]), []).append(r.run_id)
+    runs_by(names, "matrices")
+    runs_by(hashes, "matrix files (sha256)")
+    first: dict[str, CellResult] = {}
+    for r in results:
+        other = first.setdefault(r.id, r)
+        if other is not r and (changes := recipe_changes(other.spec, r.spec)):
+            problems.append(f"MIXED NIGHT: {r.id} ran under different recipes in {other.run_id} and {r.run_id}: "
+                            + "; ".join(changes))
+    return problems
 
 
 def collect(sources: Sequence[str | Path], into: str | Path) -> list[str]:
