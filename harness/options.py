@@ -48,12 +48,19 @@ def add_options(parser: pytest.Parser) -> None:
 
 
 def _store_url(text: str) -> str:
-    from .store import is_url
+    """A URL the store can use, else argparse's one-line error with the store's reason
+    (``pytest: error: argument --store: store URL 'mysql://h/db': 'mysql' is not supported; ...``)."""
+    import argparse
+
+    from .store import StoreError, is_url
     from .store.sql import normalize_url
 
     if not is_url(text):
-        raise ValueError(f"{text!r} is not a database URL (sqlite:///FILE or postgresql://USER@HOST/DB)")
-    normalize_url(text)  # refuses what it cannot use, saying what is allowed
+        raise argparse.ArgumentTypeError(f"{text!r} is not a database URL (sqlite:///FILE or postgresql://USER@HOST/DB)")
+    try:
+        normalize_url(text)  # refuses what it cannot use, saying what is allowed
+    except StoreError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
     return text
 
 

@@ -133,6 +133,9 @@ class HarnessSession:
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         if self._run is not None:
             self._run.close(interrupted=exitstatus == pytest.ExitCode.INTERRUPTED)
+            # A store still behind at the end fails the run; the summary's STORE BEHIND line says why.
+            if self._run.mirror.behind and session.exitstatus == pytest.ExitCode.OK:
+                session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         from .report.summary import summary_sections

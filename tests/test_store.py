@@ -5,6 +5,7 @@ new run ids; every store test runs against both kinds of database.
 """
 
 import json
+import shlex
 import subprocess
 import sys
 import textwrap
@@ -196,13 +197,20 @@ def test_a_store_that_goes_down_mid_run_loses_nothing_and_is_caught_up(tmp_path,
         assert sorted(p.name for p in run.writer.dir.glob("mrpc-*.json")) == sorted([f"{first.id}.json", f"{second.id}.json"])
         assert any(line.startswith("STORE BEHIND:") for line in said), said
         assert second.id in run.mirror.behind
-        assert "STORE BEHIND: 1 cells and the run manifest" in run.mirror.behind_line(run.writer.dir)
+        line = run.mirror.behind_line(run.writer.dir)
+        assert "STORE BEHIND, the run fails: 1 of 2 cells and the run manifest not written to postgresql" in line
         manifest = json.loads((run.writer.dir / "run.json").read_text())
         assert manifest["store"]["behind"] == sorted(["run", second.id])
         server.start()
         with SqlStore(url) as store:
             assert store.count() == 1
-            ingest(tmp_path / "results", store)
+        # the command the line gives, as it is: it catches the store up with this run
+        command = shlex.split(line.split("catch up with: ", 1)[1])
+        assert command[:3] == ["python", "-m", "harness"] and command[-2:] == ["--run", run_id]
+        from harness.__main__ import main
+
+        assert main(command[3:]) == 0
+        with SqlStore(url) as store:
             assert sorted(r.id for r in store.results()) == sorted([first.id, second.id])
             assert store.manifests()[0]["state"] == "complete"
     finally:

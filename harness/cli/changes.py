@@ -19,7 +19,15 @@ def setup_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..judge.changes import find_changes, render
+    """The changes; documents left out as unreadable are counted and the first named (the
+    table's last line; standard error with ``--format json``)."""
+    import sys
 
-    write_out(render(find_changes(args.store or args.results_dir), args.format), args.output)
+    from ..judge.changes import find_changes, open_history, render
+
+    with open_history(args.store or args.results_dir) as store:
+        changes = find_changes(store)
+    write_out(render(changes, args.format, skipped=store.unreadable), args.output)
+    if store.unreadable and (args.format == "json" or args.output):
+        print(store.skipped_line(), file=sys.stderr)
     return 0

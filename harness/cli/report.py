@@ -24,10 +24,13 @@ def setup_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..report.html import write_report
+    from ..store import open_store
 
     if not args.store and not args.results_dir:
         raise UsageError("report needs a results folder or --store URL")
-    out = write_report(args.store or args.results_dir, args.output, csv_path=args.csv,
-                       results_dir=args.results_dir, matrix=args.matrix)
+    with open_store(args.store or args.results_dir) as store:
+        out = write_report(store, args.output, csv_path=args.csv, results_dir=args.results_dir, matrix=args.matrix)
     print(f"report: {out}")
+    if store.unreadable:  # the page says so too
+        print(store.skipped_line())
     return 0

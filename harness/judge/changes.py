@@ -25,6 +25,7 @@ from typing import Any
 
 from ..results import CellResult, ResultsError
 from ..store import Store, is_url, open_store
+from ..store.base import skipped_line
 from .gate import env_changes
 
 METRICS = ("train_samples_per_s", "real_tokens_per_s", "peak_rss_bytes", "peak_mem_reserved_bytes",
@@ -55,15 +56,25 @@ class Change:
         return asdict(self)
 
 
+def open_history(store: Store | str | Path) -> Store:
+    """A results folder (which must hold ``runs/``) or a database URL, opened for reading."""
+    if isinstance(store, Store):
+        return store
+    if not is_url(store) and not (Path(store) / "runs").is_dir():
+        raise ResultsError(f"{store}: no runs/ folder with stored results")
+    return open_store(store)
+
+
 def load_series(store: Store | str | Path) -> dict[tuple[str, str], list[CellResult]]:
     """Every ``ok`` result by (cell, hardware key), oldest run first, from a results folder
     or a database.  Disturbed cells are left out (their speed is not the code's);
-    unreadable documents are skipped."""
-    if not isinstance(store, Store):
-        if not is_url(store) and not (Path(store) / "runs").is_dir():
-            raise ResultsError(f"{store}: no runs/ folder with stored results")
-        store = open_store(store)
-    return series_of(store.results())
+    unreadable documents are skipped, and named in the store's ``unreadable``; a store
+    whose every document is unreadable is an error that names the first."""
+    store = open_history(store)
+    results = store.results()
+    if not results and store.unreadable:
+        raise ResultsError(f"{store.location}: no readable stored result; {store.skipped_line()}")
+    return series_of(results)
 
 
 def series_of(results: Sequence[CellResult]) -> dict[tuple[str, str], list[CellResult]]:
@@ -145,14 +156,18 @@ def find_changes(results_dir: Store | str | Path | Sequence[CellResult], metrics
     return found
 
 
-def render(changes: list[Change], fmt: str = "table") -> str:
+def render(changes: list[Change], fmt: str = "table", *, skipped: Sequence[str] = ()) -> str:
+    """The changes as a table (with a last line naming the documents left out as
+    unreadable, if any) or as JSON (which leaves them to the caller: ``skipped_line``)."""
     if fmt == "json":
         return json.dumps([c.to_dict() for c in changes], indent=2) + "\n"
+    tail = f"{skipped_line(list(skipped))}\n" if skipped else ""
     if not changes:
-        return "no change of level in any cell's history\n"
+        where = "the readable history" if skipped else "any cell's history"
+        return f"no change of level in {where}\n" + tail
     from tabulate import tabulate
 
     rows = [[c.cell, c.metric, c.hardware_key, c.first_run, f"{c.change:+.1%}", f"{c.noise:.1%}",
              "; ".join(c.env_changes) or "-"] for c in changes]
     headers = ["cell", "metric", "hardware", "first run of the new level", "change", "night noise", "what changed"]
-    return tabulate(rows, headers=headers) + "\n"
+    return tabulate(rows, headers=headers) + "\n" + tail

@@ -31,7 +31,8 @@ from typing import Any
 from ..judge.window import Window
 from ..measure.vocabulary import ACCURACY, F1, THROUGHPUT
 from ..results import CellResult, ResultsError
-from ..store import is_url, open_store
+from ..store import Store, is_url, open_store
+from ..store.files import FolderStore
 from .band import MATRICES, GateSettings, cell_window, gate_settings
 from .charts import AXES, SERIES, VERDICT_COLOURS, axis_value, chart_data, finite, quality_value, speed_finding
 from .history import COLUMNS, frame_of
@@ -153,7 +154,7 @@ def static_text(name: str) -> str:
     return resources.files(__package__).joinpath("static", name).read_text(encoding="utf-8")
 
 
-def build_report(source: str | Path, *, results_dir: str | Path | None = None, matrix: str | Path | None = None,
+def build_report(source: Store | str | Path, *, results_dir: str | Path | None = None, matrix: str | Path | None = None,
                  matrices: Path = MATRICES) -> str:
     """The report of every run in ``source``, a results folder or a database URL.  Accepted
     changes come from ``results_dir`` (the folder itself when ``source`` is one); the gate's
@@ -163,11 +164,13 @@ def build_report(source: str | Path, *, results_dir: str | Path | None = None, m
 
     from ..judge.changes import find_changes
 
-    store = open_store(source)
-    if results_dir is None and not is_url(source):
-        results_dir = Path(source)
+    store = source if isinstance(source, Store) else open_store(source)
+    if results_dir is None and isinstance(store, FolderStore):
+        results_dir = store.results_dir
     runs = store.runs()
     frame = frame_of(runs)
+    if frame.empty and store.unreadable:
+        raise ResultsError(f"{store.location}: no readable stored run to report on; {store.skipped_line()}")
     if frame.empty:
         raise ResultsError(f"{store.location}: no stored run to report on (expected runs/<run-id>/run.json)")
     results = [r for _, rs in runs for r in rs]
@@ -269,15 +272,20 @@ def _accepted_table(entries: list[dict[str, Any]]) -> str:
             f"<th>why</th><th>accepted at</th><th>by</th></tr>{rows}</table></details>")
 
 
-def write_report(source: str | Path, output: str | Path | None = None, *, csv_path: str | Path | None = None,
+def write_report(source: Store | str | Path, output: str | Path | None = None, *, csv_path: str | Path | None = None,
                  results_dir: str | Path | None = None, matrix: str | Path | None = None,
                  matrices: Path = MATRICES) -> Path:
-    """Write the report of ``source`` (a results folder or a database URL): to ``output``,
-    by default ``report.html`` in the results folder."""
+    """Write the report of ``source`` (a results folder, a database URL, or either opened as
+    a ``Store``, whose ``unreadable`` then says what was left out): to ``output``, by
+    default ``report.html`` in the results folder."""
     if output is None:
-        if is_url(source):
-            raise ResultsError(f"{source}: say where the report goes (--output FILE) when it is built from a database")
-        output = Path(source) / "report.html"
+        if isinstance(source, FolderStore):
+            output = source.results_dir / "report.html"
+        elif isinstance(source, Store) or is_url(source):
+            where = source.location if isinstance(source, Store) else source
+            raise ResultsError(f"{where}: say where the report goes (--output FILE) when it is built from a database")
+        else:
+            output = Path(source) / "report.html"
     output = Path(output)
     output.write_text(build_report(source, results_dir=results_dir, matrix=matrix, matrices=matrices), encoding="utf-8")
     if csv_path:

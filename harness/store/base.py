@@ -4,6 +4,7 @@ from here, so no store module imports its own package."""
 
 from __future__ import annotations
 
+import math
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
@@ -15,7 +16,14 @@ STORE_ENV = "HARNESS_STORE"
 
 
 class StoreError(ResultsError):
-    """The store cannot be reached, or holds what this harness cannot read.  Says which."""
+    """The store cannot be reached, or holds what this harness cannot read.  Says which.
+
+    ``lasting``: trying again cannot help (a file that is not a database, a schema this
+    harness cannot read, a URL it cannot use), so a run gives up on the store at once."""
+
+    def __init__(self, message: str, *, lasting: bool = False):
+        super().__init__(message)
+        self.lasting = lasting
 
 
 class Store(ABC):
@@ -36,7 +44,12 @@ class Store(ABC):
 
     @property
     def unreadable(self) -> list[str]:
-        return list(getattr(self, "_unreadable", []))
+        """What was skipped as unreadable so far (each once): ``"<where>: <why>"``."""
+        return list(dict.fromkeys(getattr(self, "_unreadable", [])))
+
+    def skipped_line(self) -> str | None:
+        """One line for a reader's output when documents were skipped, else None."""
+        return skipped_line(self.unreadable)
 
     def runs(self) -> list[tuple[dict[str, Any], list[CellResult]]]:
         """Every run with its cells, oldest first.  Cells whose run has no manifest (a store
@@ -61,3 +74,27 @@ class Store(ABC):
 
 def is_url(location: str | os.PathLike[str]) -> bool:
     return "://" in str(location)
+
+
+def skipped_line(unreadable: list[str]) -> str | None:
+    """``skipped 3 unreadable documents: results/runs/R/c.json: not valid JSON (...)``: how
+    many a reader left out and the first of them, or None when it left out none."""
+    if not unreadable:
+        return None
+    noun = "document" if len(unreadable) == 1 else "documents"
+    return f"skipped {len(unreadable)} unreadable {noun}: {unreadable[0]}"
+
+
+def seconds_from_env(name: str, default: float, unit: str = "seconds") -> float:
+    """A positive number (of ``unit``) from the environment variable ``name``, else
+    ``default``; anything else is a StoreError naming the variable."""
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise StoreError(f"{name}={text!r} is not a positive number of {unit}", lasting=True)
+    return value

@@ -14,12 +14,24 @@ from a retry, from ``ingest`` or from four runners at once, leaves one row with 
 document.  The schema is created on first use; an older schema is brought forward by
 the migrations in ``MIGRATIONS`` (one per version step, each in the transaction that
 records the new version); a newer one is refused.
+
+Every call is bounded in time (``HARNESS_STORE_TIMEOUT_S``, default 10 s): connecting
+(psycopg's ``connect_timeout``, SQLite's ``timeout``), each statement (PostgreSQL's
+``statement_timeout``, SQLite's busy timeout) and, for a run's writes (``watchdog=True``),
+each unit of work as a whole, so that a server that accepts and then never answers costs
+a bounded time per attempt.  A store opened for reading (``create=False``, what
+``open_store`` gives the read-only commands) never creates a file or a schema; its
+statements may take ``HARNESS_STORE_READ_TIMEOUT_S`` (default 300 s), as it reads whole
+histories.
 """
 
 from __future__ import annotations
 
+import math
+import threading
 import time
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -27,7 +39,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine, make_url
 
 from ..results import CellResult, ResultsError, _finite
-from .base import Store, StoreError
+from .base import Store, StoreError, seconds_from_env
 
 SCHEMA_VERSION = 1
 # version n -> the function that brings a schema of version n-1 to n, for n >= 2.
@@ -75,15 +87,23 @@ measurements_table = sa.Table(
 )
 
 _RETRIES = 5
+TIMEOUT_ENV = "HARNESS_STORE_TIMEOUT_S"
+DEFAULT_TIMEOUT_S = 10.0
+READ_TIMEOUT_ENV = "HARNESS_STORE_READ_TIMEOUT_S"
+DEFAULT_READ_TIMEOUT_S = 300.0
+# A run's unit of work (connect, then a few statements) that has not returned after this
+# many timeouts is stuck (a server that stopped mid-statement, where no server-side timeout
+# can fire): given up as a failure, its thread left to the process's end.
+WATCHDOG_TIMEOUTS = 3
 
 
 def normalize_url(url: str) -> sa.URL:
     """``postgresql://`` means psycopg 3 here (SQLAlchemy's default driver is psycopg2)."""
     try:
         parsed = make_url(url)
-    except sa.exc.ArgumentError as exc:
+    except (sa.exc.ArgumentError, ValueError) as exc:
         raise StoreError(f"store URL {url!r} is not a database URL ({exc}); "
-                         "use sqlite:///FILE or postgresql://USER@HOST/DATABASE") from None
+                         "use sqlite:///FILE or postgresql://USER@HOST/DATABASE", lasting=True) from None
     backend = parsed.get_backend_name()
     if backend in ("postgres", "postgresql"):
         if parsed.drivername in ("postgres", "postgresql"):
@@ -92,54 +112,119 @@ def normalize_url(url: str) -> sa.URL:
     if backend == "sqlite":
         if not parsed.database or parsed.database == ":memory:":
             raise StoreError(f"store URL {url!r}: a store is a file (sqlite:///FILE); an in-memory database "
-                             "would be gone when the run ends")
+                             "would be gone when the run ends", lasting=True)
         return parsed
-    raise StoreError(f"store URL {url!r}: {backend!r} is not supported; use sqlite:///FILE or postgresql://...")
+    raise StoreError(f"store URL {url!r}: {backend!r} is not supported; use sqlite:///FILE or postgresql://...",
+                     lasting=True)
 
 
 class SqlStore(Store):
-    def __init__(self, url: str, *, connect_timeout_s: float = 10.0):
+    """``create``: make the database and its schema (or migrate it) when missing; a store
+    opened for reading only (``create=False``) refuses a missing SQLite file or an empty
+    database instead.  ``timeout_s``: the connect timeout and, unless ``statement_timeout_s``
+    says otherwise, each statement's (default ``$HARNESS_STORE_TIMEOUT_S``, else 10 s).
+    ``watchdog``: each unit of work also runs under a deadline of ``WATCHDOG_TIMEOUTS``
+    timeouts, in a thread of its own, for a server that stops answering mid-statement."""
+
+    def __init__(self, url: str, *, create: bool = True, timeout_s: float | None = None,
+                 statement_timeout_s: float | None = None, watchdog: bool = False):
         self.url = normalize_url(url)
         self.location = self.url.render_as_string(hide_password=True)
         self._unreadable: list[str] = []
-        self.engine = self._engine(connect_timeout_s)
-        self._with_retries(self._migrate, "create or migrate the schema")
+        self.create = create
+        self.timeout_s = timeout_s or seconds_from_env(TIMEOUT_ENV, DEFAULT_TIMEOUT_S)
+        self.statement_timeout_s = statement_timeout_s or self.timeout_s
+        self.deadline_s = WATCHDOG_TIMEOUTS * max(self.timeout_s, self.statement_timeout_s) if watchdog else None
+        if not create:
+            self._refuse_missing_file()
+        self.engine = self._engine()
+        if create:
+            self._with_retries(self._migrate, "create or migrate the schema")
+        else:
+            self._with_retries(self._check_schema, "read the schema version")
 
     # ------------------------------------------------------------ connecting
 
-    def _engine(self, connect_timeout_s: float) -> Engine:
+    def _engine(self) -> Engine:
         backend = self.url.get_backend_name()
+        create, timeout = self.create, self.timeout_s
         try:
             if backend == "sqlite":
-                engine = sa.create_engine(self.url, connect_args={"timeout": 60})
+                engine = sa.create_engine(self.url, connect_args={"timeout": timeout})
 
                 @sa.event.listens_for(engine, "connect")
                 def _pragmas(dbapi_connection: Any, _record: Any) -> None:
                     cursor = dbapi_connection.cursor()
-                    cursor.execute("PRAGMA journal_mode=WAL")  # readers never wait for a writer
-                    cursor.execute("PRAGMA busy_timeout=60000")
+                    if create:  # a reader leaves the file as it found it
+                        cursor.execute("PRAGMA journal_mode=WAL")  # readers never wait for a writer
+                    cursor.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
                     cursor.close()
 
                 return engine
-            return sa.create_engine(self.url, pool_pre_ping=True,
-                                    connect_args={"connect_timeout": max(1, int(connect_timeout_s))})
+            ms = max(1, int(self.statement_timeout_s * 1000))
+            options = " ".join(filter(None, [self.url.query.get("options"), f"-c statement_timeout={ms}"]))
+            return sa.create_engine(self.url, pool_pre_ping=True, connect_args={
+                "connect_timeout": max(2, math.ceil(timeout)),  # libpq's least
+                "options": options,
+                # a network that drops packets: unacknowledged data and a silent peer give up too
+                "tcp_user_timeout": int(timeout * 1000),
+                "keepalives": 1, "keepalives_idle": max(1, int(timeout)), "keepalives_interval": max(1, int(timeout) // 3),
+                "keepalives_count": 3,
+            })
         except ImportError as exc:
             raise StoreError(f"{self.location}: the database driver is missing ({exc}); "
-                             "pip install 'psycopg[binary]>=3.1'") from None
+                             "pip install 'psycopg[binary]>=3.1'", lasting=True) from None
+
+    def _refuse_missing_file(self) -> None:
+        """A reader never creates a database: a SQLite file that is not there is an error."""
+        if self.url.get_backend_name() != "sqlite":
+            return
+        path = Path(self.url.database or "")
+        if not path.is_file():
+            raise StoreError(f"{self.location}: no database file {path.resolve()} (a command that only reads "
+                             "never creates one; check the path)", lasting=True)
 
     def _with_retries(self, work: Callable[[], Any], what: str) -> Any:
         """Run ``work``; a lost race (two runners creating the schema, a locked SQLite file,
         a serialization failure) is retried, anything still failing is a ``StoreError``."""
         for attempt in range(_RETRIES):
             try:
-                return work()
+                return self._bounded(work, what)
             except (sa.exc.OperationalError, sa.exc.IntegrityError, sa.exc.ProgrammingError) as exc:
                 if attempt == _RETRIES - 1 or not _transient(exc):
-                    raise StoreError(f"{self.location}: could not {what}: {_short(exc)}") from exc
+                    raise self._failed(what, exc) from exc
                 time.sleep(0.2 * (attempt + 1))
             except sa.exc.SQLAlchemyError as exc:
-                raise StoreError(f"{self.location}: could not {what}: {_short(exc)}") from exc
+                raise self._failed(what, exc) from exc
         raise AssertionError("unreachable")
+
+    def _failed(self, what: str, exc: BaseException) -> StoreError:
+        text = _short(exc)
+        if "timeout" in text.lower() or "timed out" in text.lower():
+            text += f" (timeout {self.timeout_s:g} s, {TIMEOUT_ENV})"
+        return StoreError(f"{self.location}: could not {what}: {text}", lasting=_lasting(exc))
+
+    def _bounded(self, work: Callable[[], Any], what: str) -> Any:
+        """``work()``, or with a watchdog: in a thread of its own, given up after ``deadline_s``."""
+        if self.deadline_s is None:
+            return work()
+        box: dict[str, Any] = {}
+
+        def call() -> None:
+            try:
+                box["value"] = work()
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+                box["error"] = exc
+
+        thread = threading.Thread(target=call, name=f"harness-store: {what}", daemon=True)
+        thread.start()
+        thread.join(self.deadline_s)
+        if thread.is_alive():  # left to finish or to die with the process; its connection with it
+            raise StoreError(f"{self.location}: could not {what}: no answer within {self.deadline_s:g} s "
+                             f"({WATCHDOG_TIMEOUTS} x the timeout of {self.timeout_s:g} s, {TIMEOUT_ENV})")
+        if "error" in box:
+            raise box["error"]
+        return box["value"]
 
     def close(self) -> None:
         self.engine.dispose()
@@ -148,22 +233,37 @@ class SqlStore(Store):
 
     def schema_version(self) -> int | None:
         with self.engine.connect() as conn:
-            return _version(conn)
+            return _version(conn, self.location)
+
+    def _check_schema(self) -> None:
+        """For reading: a schema this harness reads, or a one-line error; nothing written."""
+        with self.engine.connect() as conn:
+            version = _version(conn, self.location)
+        if version is None:
+            raise StoreError(f"{self.location}: holds no harness tables (nothing was ever stored there; "
+                             "check the URL)", lasting=True)
+        if version > SCHEMA_VERSION:
+            raise self._newer(version)
+        if version < SCHEMA_VERSION:
+            raise StoreError(f"{self.location}: schema version {version} is older than this harness reads "
+                             f"({SCHEMA_VERSION}); a write brings it forward (python -m harness ingest, or a run "
+                             "with --store)", lasting=True)
+
+    def _newer(self, version: int) -> StoreError:
+        return StoreError(f"{self.location}: schema version {version} is newer than this harness reads "
+                          f"({SCHEMA_VERSION}); upgrade the harness", lasting=True)
 
     def _migrate(self) -> None:
         with self.engine.begin() as conn:
             if conn.dialect.name == "postgresql":
                 conn.execute(sa.text("SELECT pg_advisory_xact_lock(74657315)"))  # one migrator at a time
-            version = _version(conn)
+            version = _version(conn, self.location)
             if version is None:
                 metadata.create_all(conn)
                 _set_version(conn, SCHEMA_VERSION)
                 return
             if version > SCHEMA_VERSION:
-                raise StoreError(
-                    f"{self.location}: schema version {version} is newer than this harness reads ({SCHEMA_VERSION}); "
-                    "upgrade the harness"
-                )
+                raise self._newer(version)
             for step in range(version + 1, SCHEMA_VERSION + 1):
                 MIGRATIONS[step](conn)
                 _set_version(conn, step)
@@ -238,11 +338,18 @@ class SqlStore(Store):
             return list(conn.execute(query).all())
 
 
-def _version(conn: Connection) -> int | None:
+def _version(conn: Connection, location: str) -> int | None:
     if not sa.inspect(conn).has_table(meta_table.name):
         return None
     value = conn.execute(sa.select(meta_table.c.value).where(meta_table.c.key == "schema_version")).scalar()
-    return int(value) if value is not None else None
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise StoreError(f"{location}: its schema version ({meta_table.name}, key schema_version) is {value!r}, "
+                         f"not a number; this database was not written by the harness, or was damaged "
+                         f"(this harness writes version {SCHEMA_VERSION})", lasting=True) from None
 
 
 def _set_version(conn: Connection, version: int) -> None:
@@ -254,6 +361,15 @@ def _transient(exc: sa.exc.DBAPIError) -> bool:
     return any(word in text for word in (
         "locked", "busy", "already exists", "duplicate key", "deadlock", "could not serialize", "unique",
     ))
+
+
+def _lasting(exc: BaseException) -> bool:
+    """A failure that trying again within a run cannot mend: not a database, wrong credentials
+    or database name (a wrong URL in a CI secret).  A server down or slow may come back."""
+    text = str(getattr(exc, "orig", None) or exc).lower()
+    return any(words in text for words in (
+        "file is not a database", "authentication failed", "no password supplied", "role \"",
+    )) or ("database \"" in text and "does not exist" in text)
 
 
 def _short(exc: BaseException) -> str:
