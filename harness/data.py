@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 import os
-import pickle
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -257,14 +257,34 @@ def _disk_key(data: TaskData, tokenizer: Any, pad: bool, max_length: int) -> str
     return hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:32]
 
 
+CACHE_FORMAT = 1  # the token cache's JSON layout: {"format", "train", "validation"}, features as lists of ints
+
+
 def _read_cache(key: str) -> TokenizedTask | None:
-    path = token_cache_dir() / f"{key}.pkl"
+    """The cached encoding, read as data (JSON of integers: a restored CI cache cannot run
+    code the way a pickle could); anything else in its place is ignored and rewritten."""
+    path = token_cache_dir() / f"{key}.json"
     try:
         with path.open("rb") as handle:
-            train, validation = pickle.load(handle)
-        return TokenizedTask(FeatureDataset(train), FeatureDataset(validation))
-    except (OSError, pickle.UnpicklingError, EOFError, ValueError, TypeError):
+            data = json.load(handle)
+        if not isinstance(data, dict) or data.get("format") != CACHE_FORMAT:
+            return None
+        splits = [_features(data["train"]), _features(data["validation"])]
+    except (OSError, ValueError, KeyError, TypeError):
         return None  # missing or unreadable: tokenize again and rewrite it
+    return TokenizedTask(FeatureDataset(splits[0]), FeatureDataset(splits[1]))
+
+
+def _features(rows: Any) -> list[dict[str, Any]]:
+    """Rows as the encoder makes them: token-id lists and an integer label, nothing else."""
+    ok = isinstance(rows, list) and all(
+        isinstance(row, dict) and all(
+            (isinstance(v, list) and all(type(x) is int for x in v)) if k != "labels" else type(v) is int
+            for k, v in row.items())
+        for row in rows)
+    if not ok:
+        raise ValueError("not a token cache")
+    return rows
 
 
 def _write_cache(key: str, tokenized: TokenizedTask) -> None:
@@ -272,9 +292,10 @@ def _write_cache(key: str, tokenized: TokenizedTask) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{key}.", suffix=".tmp")
-        with os.fdopen(fd, "wb") as handle:
-            pickle.dump((tokenized.train.features, tokenized.validation.features), handle, protocol=pickle.HIGHEST_PROTOCOL)
-        os.replace(tmp, folder / f"{key}.pkl")
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump({"format": CACHE_FORMAT, "train": tokenized.train.features,
+                       "validation": tokenized.validation.features}, handle, separators=(",", ":"))
+        os.replace(tmp, folder / f"{key}.json")
     except OSError:
         pass  # a read-only home: the cache is only a speed-up
 

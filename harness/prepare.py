@@ -221,3 +221,21 @@ def user_callbacks(spec: CellSpec) -> list[Any]:
         except Exception as exc:  # ImportError, AttributeError, or the constructor's own error
             raise SpecError(f"callback {path!r} could not be made: {type(exc).__name__}: {exc}") from None
     return made
+
+
+def callback_sources(spec: CellSpec) -> list[dict[str, Any]]:
+    """What code the cell's ``callbacks`` ran: each path, its module's file and the file's
+    sha256 (a matrix's callbacks import code; the result says which)."""
+    import hashlib
+    import sys
+
+    out = []
+    for path in spec.callbacks:
+        module = sys.modules.get(path.partition(":")[0])
+        file = getattr(module, "__file__", None)
+        try:
+            digest = hashlib.sha256(Path(file).read_bytes()).hexdigest() if file else None
+        except OSError:
+            digest = None
+        out.append({"path": path, "file": file, "sha256": digest})
+    return out

@@ -35,7 +35,7 @@ from .measure.timing import (
     summarize_training,
 )
 from .models import CheckpointError
-from .prepare import CellSkipped, HarnessTrainer, PreparedCell, prepare_cell, user_callbacks
+from .prepare import CellSkipped, HarnessTrainer, PreparedCell, callback_sources, prepare_cell, user_callbacks
 from .results import CellResult, utc_now
 from .sampling import epoch_mean_length
 from .spec import CellSpec, SpecError
@@ -86,7 +86,8 @@ def run_cell(
         )
         figures, samples = _train_and_evaluate(trainer, prepared, counting, timer, board)
         figures["majority_class_accuracy"] = prepared.data.majority_rate
-        return finish("ok", metrics=figures, samples=samples, provenance=prepared.provenance)
+        provenance = {**prepared.provenance, **({"callbacks": callback_sources(spec)} if spec.callbacks else {})}
+        return finish("ok", metrics=figures, samples=samples, provenance=provenance)
     except CellSkipped as exc:
         return finish("skipped", str(exc))
     except torch.cuda.OutOfMemoryError as exc:

@@ -73,3 +73,34 @@ def test_tokenization_is_done_once_per_key(glue_dir, tokenizer):
     # Same real tokens, whatever the padding.
     real = sum(sum(f["attention_mask"]) for f in a.train.features)
     assert sum(sum(f["attention_mask"]) for f in c.train.features) == real
+
+
+def test_the_token_cache_is_data_a_planted_file_cannot_run_code(glue_dir, minilm_dir, tmp_path, monkeypatch):
+    """HARNESS_CACHE_DIR may be a restored CI cache: what is read there is JSON of integers,
+    checked, and anything else (a pickle, a malformed file) is ignored and written again.
+    (A fresh tokenizer each time, as each cell's child has: a used one keys the cache anew.)"""
+    import json
+    import pickle
+
+    from transformers import AutoTokenizer
+
+    def tokenized():
+        clear_caches()
+        fresh = AutoTokenizer.from_pretrained(minilm_dir)
+        return tokenize_task(load_task("mrpc", glue_dir), fresh, pad_to_max_length=False, max_length=128)
+
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path))
+    first = tokenized()
+    (cached,) = (tmp_path / "tokenized").glob("*.json")
+    stored = json.loads(cached.read_text())
+    assert stored["format"] == 1 and stored["train"][0] == first.train.features[0]
+
+    class Boom:  # what a planted pickle would run on load
+        def __reduce__(self):
+            return (exec, ("raise SystemExit('code from the cache ran')",))
+
+    cached.write_bytes(pickle.dumps(Boom()))
+    assert tokenized().train.features == first.train.features, "tokenized again, not loaded"
+    assert json.loads(cached.read_text())["format"] == 1, "and the cache written back as data"
+    cached.write_text(json.dumps({"format": 1, "train": [{"input_ids": ["os.system"]}], "validation": []}))
+    assert tokenized().train.features == first.train.features

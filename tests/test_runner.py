@@ -96,3 +96,16 @@ def test_a_compiled_cell_trains_on_full_batches_only(tiny_cell, tmp_path):
     assert planned_optimizer_steps(cell, 3668, 1) == 29
     plain = prepare_cell(tiny_cell(batch_size=128), use_cuda=False, output_dir=tmp_path)
     assert not plain.args.dataloader_drop_last, "other cells keep every pair"
+
+
+def test_a_cells_callbacks_are_recorded_with_the_hash_of_the_code_they_ran(tiny_cell, tmp_path, monkeypatch):
+    import hashlib
+
+    module = tmp_path / "planted_callbacks.py"
+    module.write_text("from transformers import TrainerCallback\n\nclass Noop(TrainerCallback):\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    result = run_cell(tiny_cell(callbacks=("planted_callbacks:Noop",)), run_id="t", use_cuda=False)
+    assert result.ok, result.reason
+    (source,) = result.provenance["callbacks"]
+    assert source == {"path": "planted_callbacks:Noop", "file": str(module),
+                      "sha256": hashlib.sha256(module.read_bytes()).hexdigest()}
