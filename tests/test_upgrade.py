@@ -261,3 +261,15 @@ def test_what_changed_lists_every_real_difference_and_nothing_else():
         "httpx (none) -> 0.28.1", f"numpy {env['packages']['numpy']} -> (none)",
         f"tokenizers {env['packages']['tokenizers']} -> 0.20.3",
     ]) + ["threads.OMP_NUM_THREADS None -> 1"], "a moving clock is not a difference"
+
+
+def test_ab_selects_cells_as_pytest_k_does_and_says_what_is_malformed():
+    from harness.cli.ab import select
+    from harness.spec import CellSpec, SpecError
+
+    cells = [CellSpec(batch_size=8), CellSpec(batch_size=16), CellSpec(batch_size=8, padding="max_length")]
+    assert [c.batch_size for c in select(cells, "dynamic and (bs8 or bs16)")] == [8, 16]
+    assert [c.padding for c in select(cells, "not dynamic")] == ["max_length"]
+    for malformed in ("dynamic (bs8)", "and", "(bs8", "bs8 or", "__import__('os').getpid()"):  # read, never run
+        with pytest.raises(SpecError, match="is not an expression of words joined by and, or, not"):
+            select(cells, malformed)

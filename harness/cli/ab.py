@@ -50,20 +50,63 @@ def cell_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def select(cells: list[CellSpec], expression: str | None) -> list[CellSpec]:
-    """pytest's -k on cell ids: each word is a case-insensitive substring test."""
+    """pytest's -k on cell ids: words (each a case-insensitive substring test) joined by
+    ``and``, ``or``, ``not`` and parentheses; a malformed expression is a SpecError."""
     if not expression:
         return cells
     tokens = re.findall(r"\(|\)|[^\s()]+", expression)
-    allowed = {"and", "or", "not", "(", ")"}
+    return [c for c in cells if _KExpression(tokens, expression).matches(c.id.lower())]
 
-    def matches(cell_id: str) -> bool:
-        code = " ".join(t if t in allowed else repr(t.lower() in cell_id.lower()) for t in tokens)
-        try:
-            return bool(eval(code, {"__builtins__": {}}, {}))  # noqa: S307 - only booleans, and/or/not, parentheses
-        except SyntaxError:
-            raise SpecError(f"-k {expression!r} is not an expression of words, and/or/not and parentheses") from None
 
-    return [c for c in cells if matches(c.id)]
+class _KExpression:
+    """``expr := term ("or" term)*; term := factor ("and" factor)*; factor := "not" factor |
+    "(" expr ")" | word`` (pytest's grammar for -k), read afresh for each id."""
+
+    def __init__(self, tokens: list[str], text: str):
+        self.tokens, self.text, self.at = tokens, text, 0
+
+    def matches(self, cell_id: str) -> bool:
+        self.at = 0
+        value = self._expr(cell_id)
+        if self.at != len(self.tokens):
+            self._fail()
+        return value
+
+    def _next(self) -> str | None:
+        return self.tokens[self.at] if self.at < len(self.tokens) else None
+
+    def _expr(self, cell_id: str) -> bool:
+        value = self._term(cell_id)
+        while self._next() == "or":
+            self.at += 1
+            value = self._term(cell_id) or value
+        return value
+
+    def _term(self, cell_id: str) -> bool:
+        value = self._factor(cell_id)
+        while self._next() == "and":
+            self.at += 1
+            value = self._factor(cell_id) and value
+        return value
+
+    def _factor(self, cell_id: str) -> bool:
+        token = self._next()
+        if token is None or token in ("and", "or", ")"):
+            self._fail()
+        self.at += 1
+        if token == "not":
+            return not self._factor(cell_id)
+        if token == "(":
+            value = self._expr(cell_id)
+            if self._next() != ")":
+                self._fail()
+            self.at += 1
+            return value
+        return token.lower() in cell_id
+
+    def _fail(self) -> None:
+        raise SpecError(f"-k {self.text!r} is not an expression of words joined by and, or, not and parentheses "
+                        "(e.g. -k \"dynamic and (bs8 or bs16)\")")
 
 
 def _cells(args: argparse.Namespace) -> list[CellSpec]:
