@@ -76,18 +76,18 @@ class _KExpression:
         return self.tokens[self.at] if self.at < len(self.tokens) else None
 
     def _expr(self, cell_id: str) -> bool:
-        value = self._term(cell_id)
-        while self._next() == "or":
-            self.at += 1
-            value = self._term(cell_id) or value
-        return value
+        return self._joined("or", self._term, cell_id)
 
     def _term(self, cell_id: str) -> bool:
-        value = self._factor(cell_id)
-        while self._next() == "and":
+        return self._joined("and", self._factor, cell_id)
+
+    def _joined(self, word: str, operand, cell_id: str) -> bool:
+        """``operand (word operand)*``; every operand is read, whatever the value so far."""
+        values = [operand(cell_id)]
+        while self._next() == word:
             self.at += 1
-            value = self._factor(cell_id) and value
-        return value
+            values.append(operand(cell_id))
+        return any(values) if word == "or" else all(values)
 
     def _factor(self, cell_id: str) -> bool:
         token = self._next()
