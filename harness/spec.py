@@ -159,7 +159,7 @@ class CellSpec:
             timeout = self.timeout
             if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not math.isfinite(timeout) \
                     or timeout <= 0:
-                raise SpecError(f"`timeout` must be a finite positive number of seconds, got {timeout!r}")
+                raise SpecError(f"`timeout` must be a positive number of seconds (finite), got {timeout!r}")
             object.__setattr__(self, "timeout", float(timeout))
         if len(self.id.encode()) > MAX_ID_BYTES:
             raise SpecError(f"cell id {self.id[:60]!r}... is {len(self.id.encode())} bytes; an id names the cell's files "

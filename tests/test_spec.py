@@ -99,7 +99,7 @@ def test_malformed_axes_are_refused_with_file_key_and_allowed_values(tmp_path, a
         ("[defaults]\ntraining_args = {tf32 = true}\n[axes]\npadding = ['dynamic']", "write TrainingArguments fields directly"),
         ("[defaults]\nlearning_rate = nan\n[axes]\npadding = ['dynamic']", "`learning_rate` must be a finite non-negative"),
         ("[defaults]\nmax_grad_norm = nan\n[axes]\npadding = ['dynamic']", "`max_grad_norm` is NaN: a matrix may not hold NaN"),
-        ("[defaults]\ntimeout = inf\n[axes]\npadding = ['dynamic']", "`timeout` must be a finite positive number"),
+        ("[defaults]\ntimeout = inf\n[axes]\npadding = ['dynamic']", "`timeout` must be a positive number of seconds (finite)"),
         ("[axes]\npadding = ['dynamic']\n[[cells]]\nlabel = '" + "x" * 250 + "'", "an id names the cell's files"),
     ],
 )
