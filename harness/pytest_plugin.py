@@ -18,7 +18,7 @@ import pytest
 from .matrix import Matrix, load_matrix
 from .options import add_options, matrix_path, refuse_gpu_without_cuda, run_options
 from .report.benchmark_json import extra_info, record_step_times
-from .results import CellResult, RunWriter
+from .results import CellResult, DiskFull, RunWriter
 from .session import BenchmarkRun, RunOptions
 from .spec import SpecError
 
@@ -128,6 +128,16 @@ class HarnessSession:
                 self.run.planned.append(callspec.params["cell"].id)
             elif callspec is not None and "batch_search_cell" in callspec.params:
                 self.run.planned.append(callspec.id)
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_call(self, item: pytest.Item) -> Any:
+        """A full results folder stops the run at once, in one line (``results.DiskFull``)."""
+        try:
+            return (yield)
+        except DiskFull as exc:
+            if "harness_session" not in getattr(item, "fixturenames", ()):
+                raise
+            pytest.exit(str(exc), returncode=pytest.ExitCode.TESTS_FAILED)
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:

@@ -91,6 +91,9 @@ class BenchmarkRun:
                 extra=extra,
             )
             self.mirror.keep("run", lambda store: store.put_run(self.writer.manifest), self.writer.dir)
+            self.writer.check_room()  # room for the first cell (``add`` checks before each next one)
+        elif self.writer.stopped:  # the folder filled: no further execution (DiskFull)
+            self.writer.check_room()
         return self.writer
 
     def record(self, result: CellResult) -> Path:
@@ -100,9 +103,11 @@ class BenchmarkRun:
         writer = self.run_writer()
         if not writer.manifest["env"] and result.env:
             writer.annotate("env", result.env)
-        path = writer.add(result)
-        self.mirror.keep(result.id, lambda store: store.put_cell(result), writer.dir)
-        self.mirror.keep("run", lambda store: store.put_run(writer.manifest), writer.dir)
+        try:
+            path = writer.add(result)  # DiskFull: kept in a rescue folder, and the run stops
+        finally:
+            self.mirror.keep(result.id, lambda store: store.put_cell(result), writer.dir)
+            self.mirror.keep("run", lambda store: store.put_run(writer.manifest), writer.dir)
         return path
 
     def close(self, *, interrupted: bool) -> None:

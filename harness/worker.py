@@ -7,6 +7,9 @@ fine-tunes the cell, and writes the result document.  Every rank fine-tunes; ran
 
 ``--bare`` trains the same cell with a bare ``Trainer`` (no instruments) and writes only
 its training wall time: the other side of the overhead measurement.
+
+A launched worker dies with its launcher and ends itself a little past its timeout should
+nobody be left to end it (``launch/lifeline.py``, started before anything else).
 """
 
 from __future__ import annotations
@@ -16,12 +19,14 @@ import json
 import os
 from pathlib import Path
 
+from .launch.lifeline import watch_launcher
 from .launch.progress import Board
 from .results import write_json_atomic
 from .spec import CellSpec
 
 
 def main(argv: list[str] | None = None) -> int:
+    watch_launcher()
     parser = argparse.ArgumentParser(prog="python -m harness.worker")
     parser.add_argument("--spec", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)

@@ -474,3 +474,135 @@ def test_a_cell_is_judged_from_its_own_cloned_history_and_fails_against_a_faster
     slow = bench.runpytest(*args)
     slow.assert_outcomes(failed=1)
     slow.stdout.fnmatch_lines(["*: regression*", "*train_samples_per_s:*history of 17 runs*"])
+
+
+# ---------------------------------------------------------------- nothing outlives the launcher
+
+
+def _marked(mark: str) -> list[psutil.Process]:
+    """Every live process whose environment carries ``HARNESS_TEST_RUN_MARK=mark``: whatever
+    a run started inherits it (the zygote, its children, torchrun, the ranks)."""
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.environ().get("HARNESS_TEST_RUN_MARK") == mark and proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(proc)
+        except psutil.Error:
+            continue
+    return found
+
+
+def _describe(procs: list[psutil.Process]) -> list[str]:
+    out = []
+    for proc in procs:
+        try:
+            out.append(f"{proc.pid} {' '.join(proc.cmdline())[:120]}")
+        except psutil.Error:
+            continue
+    return out
+
+
+def _wait_for_fault(fired: Path, count: int, proc: subprocess.Popen, seconds: float = 240) -> None:
+    deadline = time.monotonic() + seconds
+    while len(list(fired.iterdir())) < count:
+        if proc.poll() is not None:
+            raise AssertionError(f"the run ended ({proc.returncode}) before its cell hung:\n{proc.stdout.read().decode()}")
+        assert time.monotonic() < deadline, f"the cell's fault was not reached in {seconds} s"
+        time.sleep(0.2)
+
+
+@pytest.mark.parametrize("how", ["zygote", "spawn", "torchrun"])
+def test_after_a_sigkill_of_pytest_no_process_of_the_run_is_alive_30_s_later(bench_project, inject, tmp_path, how):
+    """The issue's case: pytest SIGKILLed while a cell hangs.  Its zygote, the forked or
+    spawned worker, torchrun and its ranks all die with it, and its run reads as killed."""
+    from harness.results import manifest_state
+
+    bench = bench_project("kill", 8, f"""
+        padding = ["dynamic"]
+        batch_size = [4]
+        nproc = [{2 if how == "torchrun" else 1}]
+    """)
+    inject("hang:3", once=False)
+    fired = tmp_path / "fired"
+    fired.mkdir()
+    mark = f"kill-{how}-{os.getpid()}-{time.monotonic_ns()}"
+    env = dict(os.environ, HARNESS_TEST_RUN_MARK=mark, HARNESS_TEST_FAULT_FIRED=str(fired),
+               HARNESS_LAUNCH="spawn" if how == "spawn" else "zygote")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "--matrix", "kill", "-p", "no:cacheprovider", "--cell-timeout", "600",
+         "--results-dir", str(tmp_path / "r")],
+        cwd=bench.path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    try:
+        _wait_for_fault(fired, 2 if how == "torchrun" else 1, proc)
+        before = _marked(mark)
+        names = " ".join(" ".join(p.cmdline()) for p in before)
+        if how == "zygote":
+            assert "harness.launch.zygote" in names, _describe(before)
+        else:
+            assert "harness.worker" in names and "harness.launch.zygote" not in names, _describe(before)
+        if how == "torchrun":
+            assert "torch.distributed.run" in names, _describe(before)
+        assert len(before) >= (4 if how == "torchrun" else 2), _describe(before)  # pytest and what it started
+        proc.kill()
+        proc.wait()
+        killed = time.monotonic()
+        left = _marked(mark)
+        while left and time.monotonic() - killed < 30:
+            time.sleep(0.5)
+            left = _marked(mark)
+        assert not left, f"alive {time.monotonic() - killed:.0f} s after pytest's SIGKILL: {_describe(left)}"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for stray in _marked(mark):  # a failed assertion leaves nothing behind for the next test
+            stray.kill()
+    (run,) = (tmp_path / "r" / "runs").iterdir()
+    manifest = json.loads((run / "run.json").read_text())
+    assert manifest["state"] == "running" and manifest["owner"]["pid"] == proc.pid
+    assert manifest_state(manifest) == "killed", "nobody closed it, and its owner is gone"
+
+
+def test_a_hanging_child_of_a_frozen_launcher_ends_itself_past_its_timeout(tiny_cell, inject, tmp_path):
+    """A launcher that cannot act (stopped, here by SIGSTOP) cannot kill its child at the
+    timeout: the child ends its own process group once its timeout, the kill grace and a
+    margin have passed."""
+    from harness.launch.lifeline import DEADLINE_MARGIN_S
+    from harness.launch.process import KILL_GRACE_S
+
+    inject("hang:3", once=False)
+    fired = tmp_path / "fired"
+    fired.mkdir()
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps(tiny_cell().to_dict()))
+    timeout = 30.0  # room for the zygote and the child to start and reach step 3 on 2 busy cores
+    launcher = ("import json, sys\nfrom harness.launch import launch_cell\nfrom harness.spec import CellSpec\n"
+                f"print(launch_cell(CellSpec.from_dict(json.load(open({str(spec)!r}))), run_id='t', use_cuda=False, "
+                f"timeout_s={timeout}).reason)\n")
+    mark = f"frozen-{os.getpid()}-{time.monotonic_ns()}"
+    started = time.monotonic()
+    proc = subprocess.Popen([sys.executable, "-c", launcher], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            env=dict(os.environ, HARNESS_TEST_RUN_MARK=mark, HARNESS_TEST_FAULT_FIRED=str(fired)))
+    try:
+        _wait_for_fault(fired, 1, proc)
+        proc.send_signal(signal.SIGSTOP)
+        (hung,) = [psutil.Process(int(p.name)) for p in fired.iterdir()]
+        limit = started + timeout + KILL_GRACE_S + DEADLINE_MARGIN_S + 3  # the child's deadline counts from before its start
+        while hung.is_running() and hung.status() != psutil.STATUS_ZOMBIE and time.monotonic() < limit + 10:
+            time.sleep(0.5)
+        gone = time.monotonic()
+        assert not hung.is_running() or hung.status() == psutil.STATUS_ZOMBIE, "the hanging child outlived its deadline"
+        assert gone <= limit, f"it ended {gone - started:.0f} s after it was launched (timeout {timeout:g} s)"
+        others = [p for p in _marked(mark) if p.pid != proc.pid and "harness.launch.zygote" not in " ".join(p.cmdline())]
+        assert not others, f"only the frozen launcher and its idle zygote are left: {_describe(others)}"
+        proc.send_signal(signal.SIGCONT)
+        reason, _ = proc.communicate(timeout=60)
+        assert reason.decode().startswith(f"timeout after {timeout:g} s in training step 3"), reason.decode()
+    finally:
+        proc.kill()
+        proc.wait()
+    deadline = time.monotonic() + 30
+    while _marked(mark) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not _marked(mark), "the zygote died with its launcher"

@@ -13,6 +13,8 @@ and turns a child that died (a signal, a non-zero exit, the OOM killer, a hang) 
 ``error`` result that names the signal or exit code, the step it reached and the last
 lines of its output (``childio.py``).  The next cell starts in a clean process whatever
 happened.  A single-process child is forked from a warm zygote (``zygote_client.py``).
+Every child dies with this process, and ends itself a little past its timeout should
+nobody be left to end it (``lifeline.py``).
 """
 
 from __future__ import annotations
@@ -30,10 +32,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..results import CellResult, ResultsError, utc_now
+from ..results import CellResult, ResultsError, rescue_dir, utc_now
 from ..spec import CellSpec
 from . import progress as progress_file
 from .childio import TAIL_LINES, ChildOutcome, follow_log, pump_output
+from .lifeline import DEADLINE_MARGIN_S, launcher_env
 from .timeouts import default_timeout_s
 from .watch import Watch
 from .zygote_client import ZygoteError, use_zygote, zygote_for
@@ -150,11 +153,13 @@ def run_child(
     worker_argv = [*args, "--out", str(out), "--progress", str(board), "--env-out", str(env_out)]
     worker = ["-m", WORKER, *worker_argv]
     python = python or sys.executable  # another environment's interpreter, for an A/B run
-    if nproc > 1:
-        command = [python, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", *worker]
+    if nproc > 1:  # torchrun, started so that it ends its ranks when this process dies
+        command = [python, "-m", "harness.launch.lifeline", "torch.distributed.run", "--standalone",
+                   f"--nproc_per_node={nproc}", *worker]
     else:
         command = [python, *worker]
     child_env = dict(os.environ if env is None else env)
+    child_env.update(launcher_env(deadline_s=timeout_s + KILL_GRACE_S + DEADLINE_MARGIN_S))
     child_env.setdefault("PYTHONUNBUFFERED", "1")
     if nproc > 1:
         child_env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
@@ -185,6 +190,8 @@ def run_child(
                 watch.sample()
                 last_watch = now
             time.sleep(POLL_S)
+        if returncode is not None and returncode < 0 and time.monotonic() - started > timeout_s:
+            timed_out = True  # it ended itself past its timeout (lifeline.py) while this process could not act
         watched = watch.summary()
     finally:
         # Whatever ended the wait (the child's exit, its timeout, a SIGTERM to us), nothing
@@ -280,11 +287,23 @@ def launch_cell(
             return result
         error = _error(spec, run_id, started, outcome, launch, None, fallback_env=env)
         if keep_logs_in is not None:
-            keep_logs_in.mkdir(parents=True, exist_ok=True)
-            kept = keep_logs_in / f"{log_name or spec.id}.log"
-            shutil.copyfile(outcome.log, kept)
-            error.samples["failure"]["log"] = str(kept)
+            error.samples["failure"].update(_keep_log(outcome.log, keep_logs_in, f"{log_name or spec.id}.log", run_id))
         return error
+
+
+def _keep_log(log: Path, folder: Path, name: str, run_id: str) -> dict[str, str]:
+    """Copy a dead child's output into the run folder; where that folder has no room, into
+    the run's rescue folder (``results.rescue_dir``), and say so."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        return {"log": str(shutil.copyfile(log, folder / name))}
+    except OSError as exc:
+        (folder / name).unlink(missing_ok=True)
+        why = f"could not keep its log in {folder} ({exc.strerror or exc})"
+        try:
+            return {"log": str(shutil.copyfile(log, rescue_dir(run_id) / name)), "log_note": why}
+        except (OSError, ResultsError) as again:
+            return {"log_note": f"{why}, nor in a rescue folder ({again})"}
 
 
 def read_result_document(document: dict[str, Any], *, source: str) -> CellResult:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import psutil
 
+from .lifeline import DEADLINE_ENV
 from .zygote import ENTRY_ENV, PRELOAD_ENV
 
 
@@ -31,7 +32,7 @@ def use_zygote() -> bool:
 
 # Variables that change from test to test or call to call and that nothing reads at import
 # time: they do not call for a new zygote (the child gets the request's environment anyway).
-_VOLATILE_ENV = ("PYTEST_CURRENT_TEST", "HARNESS_TEST_FAULT_ONCE", "GLUE_DIR", "PYTHONUNBUFFERED")
+_VOLATILE_ENV = ("PYTEST_CURRENT_TEST", "HARNESS_TEST_FAULT_ONCE", "GLUE_DIR", "PYTHONUNBUFFERED", DEADLINE_ENV)
 
 
 class ZygoteError(RuntimeError):

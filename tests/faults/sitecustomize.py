@@ -1,10 +1,13 @@
 """Faults injected from outside the harness, into the child processes that train.
 
 Put this folder on PYTHONPATH and set ``HARNESS_TEST_FAULT=KIND:STEP`` (KIND: abort, hang,
-sigkill, raise, exit).  When ``transformers.trainer`` is imported, ``Trainer.training_step``
-is wrapped: its STEP-th call faults.  With ``HARNESS_TEST_FAULT_ONCE=FILE`` only the first
-process that reaches that step faults (it creates FILE); later ones train normally, so
-"the first Trainer of the run" fails and the rest of the run is untouched.
+sigkill, raise, exit, fill).  When ``transformers.trainer`` is imported, ``Trainer.training_step``
+is wrapped: its STEP-th call faults.  ``fill`` writes the file ``HARNESS_TEST_FILL`` until
+its file system is full (ENOSPC), then trains on: the disk fills while a cell trains.
+With ``HARNESS_TEST_FAULT_ONCE=FILE`` only the first process that reaches that step faults
+(it creates FILE); later ones train normally, so "the first Trainer of the run" fails and
+the rest of the run is untouched.  With ``HARNESS_TEST_FAULT_FIRED=DIR`` each process that
+faults first creates ``DIR/<its pid>``: a test outside knows the fault has been reached.
 """
 
 import importlib.abc
@@ -31,6 +34,9 @@ def _armed() -> bool:
 def _fault(kind: str) -> None:
     sys.stderr.write(f"injected fault: {kind}\n")
     sys.stderr.flush()
+    fired = os.environ.get("HARNESS_TEST_FAULT_FIRED")
+    if fired:
+        open(os.path.join(fired, str(os.getpid())), "w").close()
     if kind == "abort":
         os.abort()
     if kind == "hang":
@@ -40,7 +46,20 @@ def _fault(kind: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
     if kind == "exit":
         os._exit(3)
+    if kind == "fill":
+        _fill(os.environ["HARNESS_TEST_FILL"])
+        return
     raise RuntimeError("injected fault: an exception in a training step")
+
+
+def _fill(path: str) -> None:
+    chunk = b"\0" * 4096
+    with open(path, "ab", buffering=0) as handle:
+        try:
+            while True:
+                handle.write(chunk)
+        except OSError as exc:
+            sys.stderr.write(f"injected fault: {path} filled its file system ({exc.strerror})\n")
 
 
 def _patch(module) -> None:
