@@ -65,30 +65,38 @@ def _store_url(text: str) -> str:
 
 
 def _shard(text: str) -> tuple[int, int]:
+    import argparse
+
     from .store.shards import parse_shard
 
-    return parse_shard(text)
+    try:
+        return parse_shard(text)
+    except ValueError as exc:  # argparse would hide it behind "invalid _shard value"
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _number(name: str, convert: type, minimum: float, strict: bool, what: str):
-    """A value check for argparse, named as the old functions were (argparse's message says
-    "invalid _positive_int value: '0'")."""
+def _number(convert: type, minimum: float, strict: bool, what: str):
+    """A value check for argparse whose refusal says what was given and what is allowed
+    (``argument --repeats: '0' is not a positive integer``)."""
+    import argparse
 
     def check(text: str):
-        value = convert(text)
-        if not (value > minimum if strict else value >= minimum):
-            raise ValueError(f"{text} is not a {what}")
+        try:
+            value = convert(text)
+        except ValueError:
+            value = None
+        if value is None or not (value > minimum if strict else value >= minimum):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {what}")
         return value
 
-    check.__name__ = name
     return check
 
 
 VALUE_TYPES = {
-    "positive_int": _number("_positive_int", int, 0, True, "positive integer"),
-    "non_negative_int": _number("_non_negative_int", int, 0, False, "non-negative integer"),
-    "positive_float": _number("_positive_float", float, 0, True, "positive number"),
-    "non_negative_float": _number("_non_negative_float", float, 0, False, "non-negative number"),
+    "positive_int": _number(int, 0, True, "positive integer"),
+    "non_negative_int": _number(int, 0, False, "non-negative integer"),
+    "positive_float": _number(float, 0, True, "positive number"),
+    "non_negative_float": _number(float, 0, False, "non-negative number"),
     "store_url": _store_url,
     "shard": _shard,
 }
@@ -142,5 +150,5 @@ def run_options(config: pytest.Config, *, use_cuda: bool) -> RunOptions:
         max_foreign_cores=get("max_foreign_load"), update_baselines=bool(get("update_baselines")),
         trainer_progress=bool(get("trainer_progress")), glue_dir=glue_dir_from_env(),
         require_baselines=bool(get("require_baselines")), store=get("store"), shard=get("shard"),
-        night=get("night"),
+        night=get("night"), disturbed_retries=get("disturbed_retries"), quiet_wait_s=get("quiet_wait"),
     )

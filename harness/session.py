@@ -19,6 +19,7 @@ from .judge.policy import decide
 from .judge.stats import fold
 from .judge.verdict import Verdict
 from .launch import cell_timeout_s, launch_cell
+from .launch.quiet import QUIET_WINDOW_S, wait_for_quiet
 from .matrix import Matrix
 from .report.summary import judged_summary
 from .results import CellResult, RunWriter, new_run_id
@@ -40,11 +41,13 @@ class RunOptions:
     update_baselines: bool = False
     trainer_progress: bool = False
     glue_dir: str | None = None
-    require_baselines: bool = False  # a cell with no baseline fails instead of being `new`
+    require_baselines: bool = False  # a cell left unjudged (no baseline, still disturbed) fails instead of skipping
     history_dir: Path | None = None  # whose runs form the history (default: results_dir)
     store: str | None = None  # a database URL every cell is also written to, and the history is read from
     shard: tuple[int, int] | None = None  # (I, N): this run is shard I of N of its night's selection
     night: str | None = None  # the id shared by a night's shard runs
+    disturbed_retries: int = 2  # how many times a disturbed execution is measured again
+    quiet_wait_s: float = 300.0  # the run's whole wait for a quiet machine, over every cell
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,7 @@ class BenchmarkRun:
         self.updated: list[Path] = []  # baselines written by --update-baselines
         self.refused: list[str] = []  # why --update-baselines wrote no baseline for a cell (one line each)
         self.started = 0  # cells started, for the progress line
+        self.quiet_waited = 0.0  # seconds this run has waited for a quiet machine
 
     # ------------------------------------------------------------ keeping
 
@@ -79,7 +83,7 @@ class BenchmarkRun:
         Its environment is the first child's: this process never looks at the GPU."""
         if self.writer is None:
             label = f"{self.matrix.name}-{'gpu' if self.options.use_cuda else 'cpu'}"
-            extra: dict = {}
+            extra: dict = {"matrix_sha256": self.matrix_sha256} if self.matrix_sha256 else {}
             if self.options.night:
                 extra["night"] = self.options.night
             if self.options.shard:
@@ -128,14 +132,39 @@ class BenchmarkRun:
     # ------------------------------------------------------------ measuring
 
     def execute(self, cell: CellSpec, log_name: str | None = None) -> CellResult:
-        """One measured execution of ``cell``, in a fresh child process."""
+        """One measured execution of ``cell``, in a fresh child process; a disturbed one is
+        measured again once the machine has quietened (``launch/quiet.py``), a few times at
+        most and within the run's wait budget."""
+        log_name = log_name or cell.id
+        result = self._launch(cell, log_name)
+        reruns = 0
+        while result.ok and result.metrics.get("disturbed") and reruns < self.options.disturbed_retries:
+            left = self.options.quiet_wait_s - self.quiet_waited
+            if left < QUIET_WINDOW_S:
+                self.say(f"{cell.id}: disturbed ({result.metrics['disturbed']}); the run's wait for a quiet machine "
+                         f"({self.options.quiet_wait_s:g} s) is spent: it stays disturbed")
+                break
+            self.say(f"{cell.id}: disturbed ({result.metrics['disturbed']}); waiting up to {left:.0f} s for a quiet "
+                     f"machine, then measuring it again ({reruns + 1}/{self.options.disturbed_retries})")
+            quiet, waited, why = wait_for_quiet(self.options.max_foreign_cores, left, use_cuda=self.options.use_cuda)
+            self.quiet_waited += waited
+            if not quiet:
+                self.say(f"{cell.id}: the machine did not quieten in {waited:.0f} s ({why}): it stays disturbed")
+                break
+            reruns += 1
+            result = self._launch(cell, f"{log_name}.quiet-{reruns}")
+        if result.ok and result.metrics.get("disturbed") and self.options.disturbed_retries or reruns:
+            result.metrics["disturbed_reruns"] = reruns  # 0: the machine never quietened for one
+        return result
+
+    def _launch(self, cell: CellSpec, log_name: str) -> CellResult:
         writer = self.run_writer()
         timeout, _ = cell_timeout_s(cell, use_cuda=self.options.use_cuda, override=self.options.cell_timeout_s)
         last_env = next((r.env for r in reversed(self.results) if r.env), None)
         return launch_cell(
             cell, run_id=writer.run_id, use_cuda=self.options.use_cuda, glue_dir=self.options.glue_dir,
             timeout_s=timeout, show_progress=self.options.trainer_progress, keep_logs_in=writer.dir,
-            log_name=log_name or cell.id, max_foreign_cores=self.options.max_foreign_cores, env=last_env,
+            log_name=log_name, max_foreign_cores=self.options.max_foreign_cores, env=last_env,
         )
 
     def measure(self, cell: CellSpec, count: int, *, vary_seed: bool, what: str = "run") -> CellResult:
@@ -229,7 +258,13 @@ def outcome(result: CellResult, verdict: Verdict, baseline_error: str | None, *,
     if verdict.verdict == "suspect":
         return Outcome("passed", verdict.message())
     if verdict.verdict == "disturbed":
-        return Outcome("skipped", f"{result.id}: {verdict.note}; figures recorded")
+        reruns = result.metrics.get("disturbed_reruns")
+        tried = ("" if reruns is None else f" after {reruns} re-run(s) on a quietened machine" if reruns
+                 else " (the machine did not quieten for a re-run)")
+        if require_baselines:  # judgment was asked for, and the speed gate could not give it
+            return Outcome("failed", f"{result.id}: disturbed{tried} ({result.metrics.get('disturbed')}): its speed "
+                                     "was not judged, and --require-baselines asks that every cell be judged")
+        return Outcome("skipped", f"{result.id}: {verdict.note}{tried}; figures recorded")
     if verdict.verdict == "new":
         return Outcome(
             "failed" if require_baselines else "skipped",

@@ -284,7 +284,7 @@ def test_a_disturbed_cell_never_becomes_a_baseline(tmp_path):
 def test_update_baselines_refuses_a_disturbed_cell_says_so_and_writes_the_others(project):
     pytester, run = project
     result = run({SPEED: [speed(disturbed="other processes on the GPU: pids [4242]")], QUALITY: [quality()]},
-                 "--update-baselines")
+                 "--update-baselines", "--disturbed-retries", "0")
     result.assert_outcomes(passed=1, skipped=1)
     assert [f.name for f in baselines(pytester)] == [f"{QUALITY}.json"]
     result.stdout.fnmatch_lines([
@@ -364,3 +364,35 @@ def test_on_another_machine_class_the_hardware_independent_figures_are_still_jud
     other.assert_outcomes(failed=2)
     other.stdout.fnmatch_lines(["*train_real_tokens: 1.291e+04 -> 1.3e+04*differs from the same cell*"])
     other.stdout.fnmatch_lines(["*eval_accuracy 70.00*"])
+
+
+DISTURBED = "other processes used 1.20 CPU cores on average while it ran (limit 0.1)"
+
+
+def test_a_disturbed_cell_is_measured_again_once_the_machine_is_quiet_and_judged(project):
+    pytester, run = project
+    write_baselines(run)
+    result = run({SPEED: [speed(disturbed=DISTURBED), speed()], QUALITY: [quality()]}, "--require-baselines",
+                 "--max-foreign-load", "8")  # the machine's real load never disturbs these fakes
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines([f"*{SPEED}: disturbed (other processes used 1.20 CPU cores*); waiting up to 300 s "
+                                 "for a quiet machine, then measuring it again (1/2)*",
+                                 "judged 2 of 2 cells (0 regressed)*"])
+    doc = json.loads((run_dir(result) / f"{SPEED}.json").read_text())
+    assert doc["metrics"]["disturbed_reruns"] == 1 and not doc["metrics"].get("disturbed")
+
+
+def test_a_cell_still_disturbed_after_its_re_runs_fails_a_night_that_requires_judgment(project):
+    pytester, run = project
+    write_baselines(run)
+    script = {SPEED: [speed(disturbed=DISTURBED)], QUALITY: [quality()]}
+    result = run(script, "--require-baselines", "--max-foreign-load", "8")
+    result.assert_outcomes(passed=1, failed=1)
+    assert result.ret != 0
+    result.stdout.fnmatch_lines([f"*{SPEED}: disturbed after 2 re-run(s) on a quietened machine (other processes used "
+                                 "1.20 CPU cores*): its speed was not judged, and --require-baselines asks that every "
+                                 "cell be judged*",
+                                 "judged 1 of 2 cells*not judged: 1 disturbed by another load*"])
+    relaxed = run(script, "--max-foreign-load", "8", "--disturbed-retries", "0")  # nobody asked for judgment
+    relaxed.assert_outcomes(passed=1, skipped=1)
+
