@@ -283,6 +283,23 @@ def owner_alive(owner: Mapping[str, Any]) -> bool | None:
     return process_alive(owner["pid"], started if isinstance(started, (int, float)) else None)
 
 
+def read_manifest(path: str | Path) -> dict[str, Any]:
+    """A run's ``run.json``, its ``state`` as ``manifest_state`` reads it (a ``running`` run
+    whose owner is gone is ``killed``); a file that is not a manifest is a ResultsError
+    naming it."""
+    path = Path(path)
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ResultsError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    except ValueError as exc:
+        raise ResultsError(f"{path}: not valid JSON ({exc}); a run manifest is written whole or not at all, "
+                           "so this one was damaged after it was written") from None
+    if not isinstance(manifest, dict) or "run_id" not in manifest:
+        raise ResultsError(f"{path}: not a run manifest (no run_id)")
+    return {**manifest, "state": manifest_state(manifest)}
+
+
 def manifest_state(manifest: Mapping[str, Any]) -> str:
     """The state to show for a run: the manifest's ``state`` (``complete``, ``partial``,
     ``running``), except ``killed`` for a ``running`` run whose owner is gone (SIGKILL, the

@@ -190,3 +190,31 @@ def test_with_five_repeats_a_side_compare_uses_the_a_b_interval(tmp_path):
     assert same.verdict == "unchanged"
     noisy = _pair(tmp_path, 1.0, 0.3, ([100, 140, 70, 110, 90], [95, 130, 75, 105, 120])).rows[0]
     assert noisy.verdict == "inconclusive"
+
+
+def test_a_damaged_run_manifest_is_one_line_naming_it_for_compare_and_merge(sides, tmp_path, capsys):
+    old, new = sides
+    (old / "run.json").write_text("{broken")
+    assert main(["compare", str(old), str(new)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {old / 'run.json'}: not valid JSON") and "Traceback" not in err, err
+    assert main(["merge", str(old.parent.parent), "--into", str(tmp_path / "merged")]) == 2
+    err = capsys.readouterr().err
+    assert f"{old / 'run.json'}: not valid JSON" in err and "Traceback" not in err, err
+
+
+def test_a_run_whose_owner_was_killed_reads_as_killed_not_running(sides):
+    import subprocess
+    import sys
+
+    old, _ = sides
+    manifest = json.loads((old / "run.json").read_text())
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a real process, now dead: what a SIGKILLed pytest leaves in its manifest
+    manifest["state"], manifest["owner"] = "running", dict(manifest["owner"], pid=gone.pid)
+    (old / "run.json").write_text(json.dumps(manifest))
+    from harness.store import open_store
+
+    (read,) = open_store(old.parent.parent).manifests()
+    assert read["state"] == "killed"
+    assert load_side(old).partial, "a killed run is no complete side"

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..results import CellResult, ResultsError, read_result, read_run, run_folders
+from ..results import CellResult, ResultsError, read_manifest, read_result, read_run, run_folders
 from ..spec import CellSpec
 from ..store import Store
 
@@ -31,9 +31,9 @@ def load_side(path: str | Path) -> Side:
         return _from_benchmark_json(path)
     run_dirs = run_folders(path)
     if run_dirs == [path]:
-        manifest = json.loads((path / "run.json").read_text(encoding="utf-8"))
+        manifest = read_manifest(path / "run.json")
         results = {r.id: r for r in read_run(path)}
-        return Side(path.name, results, manifest.get("env") or _first_env(results), manifest.get("state") == "partial")
+        return Side(path.name, results, manifest.get("env") or _first_env(results), manifest["state"] != "complete")
     if not run_dirs and path.is_dir() and any(path.glob("*.json")):
         results = {r.id: r for r in read_run(path)}  # a folder of cell documents: baselines/<hardware-key>/
         return Side(path.name, results, _first_env(results))
@@ -60,7 +60,7 @@ def load_run_from_store(store: Store, run_id: str) -> Side:
         known = [m["run_id"] for m in manifests[-5:]]
         raise ResultsError(f"{store.location}: no run {run_id!r}; the newest are {known}")
     manifest = manifest or {"run_id": run_id, "state": "unknown"}  # cells whose manifest the store missed
-    return Side(run_id, results, manifest.get("env") or _first_env(results), manifest.get("state") == "partial")
+    return Side(run_id, results, manifest.get("env") or _first_env(results), manifest.get("state") != "complete")
 
 
 def _first_env(results: dict[str, CellResult]) -> dict[str, Any]:

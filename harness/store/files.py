@@ -6,12 +6,11 @@ needs nothing but the files.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from ..results import CellResult, ResultsError, read_result, runs_root
+from ..results import CellResult, ResultsError, read_manifest, read_result, runs_root
 from .base import Store
 
 
@@ -37,14 +36,10 @@ class FolderStore(Store):
             if not path.is_file():
                 continue
             try:
-                manifest = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, ValueError) as exc:
-                self._unreadable.append(f"{path}: {exc}")
+                manifest = read_manifest(path)  # a `running` run whose owner is gone reads as `killed`
+            except ResultsError as exc:
+                self._unreadable.append(str(exc))
                 continue
-            if not isinstance(manifest, dict):
-                self._unreadable.append(f"{path}: not a run manifest")
-                continue
-            manifest.setdefault("run_id", run_dir.name)
             if night is None or manifest.get("night") == night:
                 out.append(manifest)
         return out

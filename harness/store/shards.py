@@ -18,7 +18,6 @@ every selected cell finished in exactly one shard; ``python -m harness merge``
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
 import statistics
@@ -28,7 +27,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from ..results import CellResult, ResultsError, read_result
+from ..results import CellResult, ResultsError, read_manifest, read_result
 from ..spec import recipe_changes
 from .base import Store
 
@@ -222,7 +221,7 @@ def collect(sources: Sequence[str | Path], into: str | Path) -> list[str]:
         if not run_dirs:
             raise ResultsError(f"{source}: no run folder (runs/<run-id>/run.json) in it")
         for run_dir in run_dirs:
-            json.loads((run_dir / "run.json").read_text(encoding="utf-8"))  # a manifest, or refuse
+            read_manifest(run_dir / "run.json")  # a manifest, or refuse naming the file
             target = runs_dir / run_dir.name
             if target.resolve() != run_dir.resolve() and not target.exists():
                 shutil.copytree(run_dir, target)

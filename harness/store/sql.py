@@ -38,7 +38,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine, make_url
 
-from ..results import CellResult, ResultsError, _finite
+from ..results import CellResult, ResultsError, _finite, manifest_state
 from .base import Store, StoreError, seconds_from_env
 
 SCHEMA_VERSION = 1
@@ -312,7 +312,7 @@ class SqlStore(Store):
         if night is not None:
             query = query.where(runs_table.c.night == night)
         rows = self._with_retries(lambda: self._fetch(query), "read runs")
-        return [{**manifest, "run_id": run_id} for run_id, manifest in rows]
+        return [{**manifest, "run_id": run_id, "state": manifest_state(manifest)} for run_id, manifest in rows]
 
     def results(self, cell_id: str | None = None, *, run_ids: Iterable[str] | None = None) -> list[CellResult]:
         query = sa.select(cells_table.c.run_id, cells_table.c.cell_id, cells_table.c.document).order_by(
