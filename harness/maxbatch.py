@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from .results import CellResult
 from .spec import CellSpec
@@ -98,3 +99,14 @@ def find_max_batch_size(
             good, bad = (mid, bad) if ok else (good, mid)
     search.max_batch_size, search.first_oom = good, bad
     return search
+
+
+def search_and_record(run: Any, cell: CellSpec, searches: list[Search], say: Callable[[str], None]) -> Search:
+    """One group's search in a run (``session.BenchmarkRun``): said, measured with the run's
+    own launcher, and every answer so far kept in the run's manifest."""
+    run.started += 1
+    say(f"[group {run.started}/{len(run.planned) or '?'}] largest batch for {cell.id}")
+    found = find_max_batch_size(cell, run.execute)
+    searches.append(found)
+    run.run_writer().annotate("max_batch_size", [s.to_dict() for s in searches])
+    return found

@@ -17,7 +17,7 @@ import pytest
 
 from .matrix import Matrix, load_matrix
 from .options import add_options, matrix_path, refuse_gpu_without_cuda, run_options
-from .report.benchmark_json import extra_info, record_step_times
+from .report.benchmark_json import extra_info, quiet_benchmark_table, record_step_times
 from .results import CellResult, DiskFull, RunWriter
 from .session import BenchmarkRun, RunOptions
 from .spec import SpecError
@@ -44,19 +44,7 @@ def pytest_configure(config: pytest.Config) -> None:
     refuse_gpu_without_cuda(config)
     config.pluginmanager.register(HarnessSession(config), HarnessSession.name)
     stop_cleanly_on_sigterm()
-    _quiet_benchmark_table(config)
-
-
-def _quiet_benchmark_table(config: pytest.Config) -> None:
-    """pytest-benchmark's timing table repeats the wall time of each cell's test, which the
-    harness's own summary already says better: shown only with --benchmark-table (or when
-    pytest-benchmark is asked to compare or draw)."""
-    session = getattr(config, "_benchmarksession", None)
-    if session is None or config.getoption("benchmark_table"):
-        return
-    if any(getattr(config.option, name, None) for name in ("benchmark_compare", "benchmark_histogram")):
-        return
-    session.display = lambda terminalreporter: None
+    quiet_benchmark_table(config)
 
 
 class HarnessSession:
@@ -122,6 +110,10 @@ class HarnessSession:
         _deselect(config, items, keep=lambda item: item.nodeid in mine)
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
+        shard = self.config.getoption("shard")
+        if shard and self.run.selection and not session.items:  # more shards than cells: an empty part
+            self.progress(f"shard {shard[0]}/{shard[1]} holds none of the {len(self.run.selection)} selected cells: "
+                          f"an empty run is written, so the night still merges ({self.run_writer().dir})")
         for item in session.items:
             callspec = getattr(item, "callspec", None)
             if callspec is not None and "cell" in callspec.params:
@@ -146,6 +138,8 @@ class HarnessSession:
             # A store still behind at the end fails the run; the summary's STORE BEHIND line says why.
             if self._run.mirror.behind and session.exitstatus == pytest.ExitCode.OK:
                 session.exitstatus = pytest.ExitCode.TESTS_FAILED
+            if exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED and self.config.getoption("shard") and self._run.writer:
+                session.exitstatus = pytest.ExitCode.OK  # an empty shard's run is written and merges
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         from .report.summary import summary_sections
@@ -216,15 +210,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture
 def find_max_batch(harness_session: HarnessSession):
     """Search the largest batch that fits for one (checkpoint, padding, precision) group."""
-    from .maxbatch import find_max_batch_size
+    from .maxbatch import search_and_record
 
     def search(cell: Any):
-        run = harness_session.run
-        run.started += 1
-        harness_session.progress(f"[group {run.started}/{len(run.planned) or '?'}] largest batch for {cell.id}")
-        found = find_max_batch_size(cell, run.execute)
-        harness_session.searches.append(found)
-        run.run_writer().annotate("max_batch_size", [s.to_dict() for s in harness_session.searches])
+        found = search_and_record(harness_session.run, cell, harness_session.searches, harness_session.progress)
         if found.error:
             pytest.fail(found.line(), pytrace=False)
         return found

@@ -167,3 +167,20 @@ def test_shards_of_two_different_matrices_do_not_merge_and_both_are_named(tmp_pa
     night = gather(open_store(tmp_path / "names"), night="n7")
     assert any(p.startswith("MIXED NIGHT: the runs used different matrices: nightly") for p in night.problems)
 
+
+
+def test_a_shard_beyond_the_cells_writes_an_empty_run_that_merges(bench_project):
+    bench = bench_project("two", 8, """
+        padding = ["dynamic", "max_length"]
+        batch_size = [4]
+    """)
+    runs = []
+    for index in (1, 2, 3):
+        result = bench.runpytest("--matrix", "two", "-p", "no:cacheprovider", "--shard", f"{index}/3", "--night", "n3")
+        assert result.ret == 0, result.stdout.str()[-2000:]
+        runs.append(result)
+    runs[2].stdout.fnmatch_lines(["*shard 3/3 holds none of the 2 selected cells: an empty run is written*"])
+    manifests = [json.loads(p.read_text()) for p in (bench.path / "results" / "runs").glob("*/run.json")]
+    empty = next(m for m in manifests if m["shard"]["index"] == 3)
+    assert empty["planned"] == [] and empty["state"] == "complete" and len(empty["shard"]["selection"]) == 2
+    assert main_merge([], into=bench.path / "results", night="n3", store_url=None) == 0

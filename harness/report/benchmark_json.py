@@ -60,3 +60,15 @@ def extra_info(result: CellResult, path: Path) -> dict[str, Any]:
     }
     info.update({k: v for k, v in result.metrics.items() if isinstance(v, (int, float)) or v is None})
     return info
+
+
+def quiet_benchmark_table(config: Any) -> None:
+    """pytest-benchmark's own table (each cell's timed steps) beside the harness's summary,
+    which says more: shown only with --benchmark-table (or when pytest-benchmark is asked to
+    compare or draw).  Its JSON is written either way."""
+    session = getattr(config, "_benchmarksession", None)
+    if session is None or config.getoption("benchmark_table"):
+        return
+    if any(getattr(config.option, name, None) for name in ("benchmark_compare", "benchmark_histogram")):
+        return
+    session.display = lambda terminalreporter: None
