@@ -88,12 +88,15 @@ class CellResult:
             "run_id": self.run_id,
             "started_at": self.started_at,
             "finished_at": self.finished_at,
-            "spec": self.spec.to_dict(),
+            # JSON has no inf or NaN: a measured figure that is not finite is stored as null
+            # (missing); anywhere else (a spec's max_grad_norm = inf, a verdict's change) as
+            # {"$float": "inf"}, which from_dict reads back as the float it was.
+            "spec": encode_floats(self.spec.to_dict()),
             "metrics": _finite(self.metrics),
-            "provenance": self.provenance,
+            "provenance": encode_floats(self.provenance),
             "samples": _finite(self.samples),
-            "env": self.env,
-            "verdict": self.verdict.to_dict() if self.verdict is not None else None,
+            "env": encode_floats(self.env),
+            "verdict": encode_floats(self.verdict.to_dict()) if self.verdict is not None else None,
         }
 
     @classmethod
@@ -110,25 +113,50 @@ class CellResult:
         if missing:
             raise ResultsError(f"{source}: not a cell result, missing {missing}")
         try:
-            spec = CellSpec.from_dict(data["spec"])
+            spec = CellSpec.from_dict(decode_floats(data["spec"]))
             result = cls(
                 spec=spec,
                 status=data["status"],
                 run_id=data["run_id"],
-                env=data["env"],
+                env=decode_floats(data["env"]),
                 metrics=data["metrics"],
                 samples=data.get("samples", {}),
-                provenance=data.get("provenance", {}),
+                provenance=decode_floats(data.get("provenance", {})),
                 started_at=data.get("started_at", ""),
                 finished_at=data.get("finished_at", ""),
                 reason=data.get("reason"),
-                verdict=Verdict.from_dict(data["verdict"], spec.id) if data.get("verdict") else None,
+                verdict=Verdict.from_dict(decode_floats(data["verdict"]), spec.id) if data.get("verdict") else None,
             )
         except (SpecError, TypeError, ValueError, KeyError) as exc:
             raise ResultsError(f"{source}: malformed result: {exc}") from None
         if data.get("id") not in (None, result.id):
             raise ResultsError(f"{source}: id {data.get('id')!r} does not match its spec's id {result.id!r}")
         return result
+
+
+NONFINITE = "$float"  # {"$float": "inf" | "-inf" | "nan"}: a float JSON cannot hold
+
+
+def encode_floats(value: Any) -> Any:
+    """``value`` with every infinite or NaN float as ``{"$float": "inf"}`` (JSON has neither)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return {NONFINITE: repr(value)}
+    if isinstance(value, dict):
+        return {k: encode_floats(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [encode_floats(v) for v in value]
+    return value
+
+
+def decode_floats(value: Any) -> Any:
+    """``encode_floats`` undone."""
+    if isinstance(value, dict):
+        if len(value) == 1 and NONFINITE in value and value[NONFINITE] in ("inf", "-inf", "nan"):
+            return float(value[NONFINITE])
+        return {k: decode_floats(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [decode_floats(v) for v in value]
+    return value
 
 
 def _finite(value: Any) -> Any:

@@ -292,3 +292,26 @@ def test_a_results_folder_without_room_for_a_cell_stops_before_training(bench_pr
                                          r"for its documents and logs", lines[0]), lines
     assert not list(run.glob("mrpc-*")), "nothing trained, nothing written"
     assert json.loads((run / "run.json").read_text())["state"] == "partial"
+
+
+def test_an_infinite_max_grad_norm_is_measured_kept_and_read_back(tiny_cell, tmp_path):
+    """``max_grad_norm = inf`` is a legal TrainingArguments value (no clipping) and JSON has
+    no inf: the cell trains in its own process, its document is written, and it reads back
+    with the same spec (and a non-finite figure in a verdict or the environment too)."""
+    import math
+
+    from harness.judge.verdict import Finding, Verdict
+    from harness.launch import launch_cell
+    from harness.results import read_result, write_result
+
+    cell = tiny_cell(training_args={"max_grad_norm": float("inf")})
+    result = launch_cell(cell, run_id="inf", use_cuda=False)
+    assert result.ok, result.reason
+    result.verdict = Verdict(cell.id, "pass", [Finding("train_samples_per_s", "speed", "pass", 1.0, 0.0,
+                                                       change=float("inf"), basis="baseline")])
+    result.env["odd"] = float("-inf")
+    path = write_result(result, tmp_path)
+    assert "Infinity" not in path.read_text() and '"$float": "inf"' in path.read_text()
+    back = read_result(path)
+    assert back.spec == cell and dict(back.spec.training_args)["max_grad_norm"] == math.inf
+    assert back.verdict.findings[0].change == math.inf and back.env["odd"] == -math.inf
