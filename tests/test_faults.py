@@ -1,12 +1,27 @@
 """Faults from outside the cell, on real processes: a night must never pass with nothing judged.
 
 Each test runs a small night of tiny random-weight cells through pytest (pytester) and
-injects its fault from outside: a real CPU load beside the cells.
+injects its faults from outside: a real CPU load beside the cells; a worker that aborts,
+one that hangs, a database that never answers, a disk that fills (a real tmpfs) and a
+pytest SIGKILLed mid-cell (``tests/faults/sitecustomize.py`` puts the faults in the cells'
+own processes).
 """
 
+import json
+import os
+import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import psutil
+import pytest
+
+from harness.results import read_manifest
 
 AXES = """
     padding = ["dynamic"]
@@ -55,3 +70,112 @@ def test_a_cell_disturbed_by_a_passing_load_is_measured_again_and_judged(bench_p
                                  "machine, then measuring it again (1/2)*"])
     assert result.ret == 0, result.stdout.str()[-3000:]
     result.stdout.fnmatch_lines(["judged 1 of 1 cells (0 regressed)*"])
+
+
+FAULTS = Path(__file__).resolve().parent / "faults"
+
+
+@contextmanager
+def silent_database():
+    """A TCP server that accepts connections and never answers: a database host whose server hangs."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(64)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def serve() -> None:
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(server.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"postgresql://bench@127.0.0.1:{server.getsockname()[1]}/bench"
+    finally:
+        stop.set()
+        thread.join()
+        for conn in held:
+            conn.close()
+        server.close()
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    where = tmp_path / "disk"
+    where.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(where)], capture_output=True, text=True)
+    if done.returncode:
+        pytest.skip(f"cannot mount a small file system here ({done.stderr.strip() or done.returncode}): needs root")
+    yield where
+    subprocess.run(["umount", str(where)], check=False)
+
+
+def _marked(mark: str) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.environ().get("HARNESS_TEST_RUN_MARK") == mark and proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(proc)
+        except psutil.Error:
+            continue
+    return found
+
+
+def test_a_night_of_faults_costs_each_its_own_cell_keeps_every_other_and_says_what_happened(
+        bench_project, small_disk, tmp_path, monkeypatch):
+    """Five cells, four faults from outside them: the second cell's worker aborts, the third
+    hangs past its timeout, the database never answers, and the disk fills while the last
+    trains.  Then a second night's pytest is SIGKILLed while its cell hangs."""
+    bench = bench_project("night", 12, """
+        batch_size = [2, 3, 4, 5, 6]
+        [[override]]
+        where = { batch_size = [3] }
+        set = { timeout = 25 }
+    """)
+    rescue = tmp_path / "rescue"
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(FAULTS), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setenv("HARNESS_TEST_FAULT_BY_BATCH", "2=abort:2,3=hang:2,6=fill:2")
+    monkeypatch.setenv("HARNESS_TEST_FILL", str(small_disk / "ballast"))
+    monkeypatch.setenv("HARNESS_MIN_FREE_MIB", "0.5")
+    monkeypatch.setenv("HARNESS_RESCUE_DIR", str(rescue))
+    monkeypatch.setenv("HARNESS_STORE_TIMEOUT_S", "2")
+    with silent_database() as url:
+        result = bench.runpytest("--matrix", "night", "-p", "no:cacheprovider", f"--results-dir={small_disk}",
+                                 "--store", url, "-k", "not overhead")
+    out = result.stdout.str()
+    assert result.ret != 0, out[-3000:]
+    (run,) = (small_disk / "runs").iterdir()
+    kept = {p.name for p in run.glob("mrpc-*.json")}
+    ids = {b: f"mrpc-tiny-bert0-dynamic-bs{b}-fp32" for b in (2, 3, 4, 5, 6)}
+    docs = {b: json.loads((run / f"{ids[b]}.json").read_text()) for b in (2, 3, 4, 5) if f"{ids[b]}.json" in kept}
+    assert docs[2]["status"] == "error" and "SIGABRT" in docs[2]["reason"], docs[2]["reason"]
+    assert docs[3]["status"] == "error" and "timeout after 25 s" in docs[3]["reason"], docs[3]["reason"]
+    assert docs[4]["status"] == docs[5]["status"] == "ok", "every other cell measured and kept"
+    rescued = json.loads((rescue / run.name / f"{ids[6]}.json").read_text())
+    assert rescued["status"] == "ok", "the last cell's measurement survives the full disk"
+    assert "DISK FULL: could not write" in out and str(rescue / run.name) in out
+    assert "STORE GIVEN UP after" in out, out[-3000:]
+
+    # A second night, its pytest killed while its only cell hangs: no process of it outlives it.
+    mark = f"night-{os.getpid()}"
+    env = dict(os.environ, HARNESS_TEST_RUN_MARK=mark, HARNESS_TEST_FAULT_BY_BATCH="4=hang:2")
+    proc = subprocess.Popen([sys.executable, "-m", "pytest", "--matrix", "night", "-p", "no:cacheprovider",
+                             "-k", "bs4", f"--results-dir={tmp_path / 'second'}"], cwd=bench.path, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not any("harness.worker" in " ".join(p.cmdline()) for p in _marked(mark)):
+        time.sleep(0.5)
+    time.sleep(5)  # into its training steps
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 30
+    while _marked(mark) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not _marked(mark), [p.cmdline() for p in _marked(mark)]
+    (manifest,) = (tmp_path / "second" / "runs").glob("*/run.json")
+    assert read_manifest(manifest)["state"] == "killed"

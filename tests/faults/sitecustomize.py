@@ -1,7 +1,8 @@
 """Faults injected from outside the harness, into the child processes that train.
 
 Put this folder on PYTHONPATH and set ``HARNESS_TEST_FAULT=KIND:STEP`` (KIND: abort, hang,
-sigkill, raise, exit, fill).  When ``transformers.trainer`` is imported, ``Trainer.training_step``
+sigkill, raise, exit, fill), or ``HARNESS_TEST_FAULT_BY_BATCH=2=abort:2,3=hang:2`` for a fault
+per cell of a night (chosen by the cell's batch size; other cells train untouched).  When ``transformers.trainer`` is imported, ``Trainer.training_step``
 is wrapped: its STEP-th call faults.  ``fill`` writes the file ``HARNESS_TEST_FILL`` until
 its file system is full (ENOSPC), then trains on: the disk fills while a cell trains.
 With ``HARNESS_TEST_FAULT_ONCE=FILE`` only the first process that reaches that step faults
@@ -18,6 +19,7 @@ import sys
 import time
 
 _FAULT = os.environ.get("HARNESS_TEST_FAULT")
+_BY_BATCH = dict(part.split("=", 1) for part in os.environ.get("HARNESS_TEST_FAULT_BY_BATCH", "").split(",") if part)
 
 
 def _armed() -> bool:
@@ -63,14 +65,16 @@ def _fill(path: str) -> None:
 
 
 def _patch(module) -> None:
-    kind, step = _FAULT.split(":")
     original = module.Trainer.training_step
     calls = {"n": 0}
 
     def training_step(self, *args, **kwargs):
         calls["n"] += 1
-        if calls["n"] == int(step) and _armed():
-            _fault(kind)
+        fault = _BY_BATCH.get(str(self.args.per_device_train_batch_size)) if _BY_BATCH else _FAULT
+        if fault:
+            kind, step = fault.split(":")
+            if calls["n"] == int(step) and _armed():
+                _fault(kind)
         return original(self, *args, **kwargs)
 
     module.Trainer.training_step = training_step
@@ -97,5 +101,5 @@ class _Finder(importlib.abc.MetaPathFinder):
         return spec
 
 
-if _FAULT:
+if _FAULT or _BY_BATCH:
     sys.meta_path.insert(0, _Finder())
