@@ -184,3 +184,12 @@ def test_a_shard_beyond_the_cells_writes_an_empty_run_that_merges(bench_project)
     empty = next(m for m in manifests if m["shard"]["index"] == 3)
     assert empty["planned"] == [] and empty["state"] == "complete" and len(empty["shard"]["selection"]) == 2
     assert main_merge([], into=bench.path / "results", night="n3", store_url=None) == 0
+
+
+def test_a_damaged_cell_document_is_named_not_taken_for_a_cell_that_never_ran(tmp_path, capsys):
+    ids = shard_runs(tmp_path / "night", {1: [1, 2], 2: [3]})
+    damaged = next((tmp_path / "night" / "runs" / ids[0]).glob("mrpc-*bs2-*.json"))
+    damaged.write_text("{half a document")
+    assert main_merge([tmp_path / "night"], into=tmp_path / "results", night=None, store_url=None) == 1
+    out = capsys.readouterr().out
+    assert "INCOMPLETE NIGHT: skipped 1 unreadable document" in out and damaged.name in out, out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from . import OUTPUT_HELP, STORE_HELP, write_out
@@ -36,6 +37,8 @@ def run(args: argparse.Namespace) -> int:
 
         with open_store(args.store) as store:
             old, new = load_run_from_store(store, args.old), load_run_from_store(store, args.new)
+            if store.unreadable:
+                print(store.skipped_line(), file=sys.stderr)
     else:
         old, new = load_side(args.old), load_side(args.new)
     comparison = compare(old, new)

@@ -36,6 +36,8 @@ def main_merge(sources: Sequence[Path], *, into: Path, night: str | None, store_
     run_ids = collect(sources, into) if sources else None
     with open_store(store_url or into) as store:
         found = gather(store, night=night, run_ids=None if night else run_ids)
+        if store.unreadable:  # a damaged document is named, not taken for a cell that never ran
+            found.problems.insert(0, store.skipped_line())
     print(found.describe())
     print(summary_table(sorted(found.results, key=lambda r: r.id), tablefmt="github" if fmt == "markdown" else "simple"))
     print(judged_summary(found.results))
