@@ -9,8 +9,9 @@ here; the rest is imported from its room (docs/results.md has the map).
 """
 
 from .matrix import Matrix, load_matrix, parse_matrix
-from .results import SCHEMA_VERSION, CellResult, ResultsError, RunWriter, read_result, read_run
+from .results import SCHEMA_VERSION, CellResult, ResultsError, read_result, read_run
 from .spec import CellSpec, SpecError
+from .store.runs import RunWriter
 
 __version__ = "0.1.0"
 

@@ -53,7 +53,7 @@ def _store_url(text: str) -> str:
     import argparse
 
     from .store import StoreError, is_url
-    from .store.sql import normalize_url
+    from .store.sql_connect import normalize_url
 
     if not is_url(text):
         raise argparse.ArgumentTypeError(f"{text!r} is not a database URL (sqlite:///FILE or postgresql://USER@HOST/DB)")

@@ -18,9 +18,10 @@ import pytest
 from .matrix import Matrix, load_matrix
 from .options import add_options, matrix_path, refuse_gpu_without_cuda, run_options
 from .report.benchmark_json import extra_info, quiet_benchmark_table, record_step_times
-from .results import CellResult, DiskFull, RunWriter
+from .results import CellResult, DiskFull
 from .session import BenchmarkRun, RunOptions
 from .spec import SpecError
+from .store.runs import RunWriter
 
 
 class StoreBehind(UserWarning):

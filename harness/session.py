@@ -22,10 +22,11 @@ from .launch import cell_timeout_s, launch_cell
 from .launch.quiet import QUIET_WINDOW_S, wait_for_quiet
 from .matrix import Matrix
 from .report.summary import judged_summary
-from .results import CellResult, RunWriter, new_run_id
+from .results import CellResult
 from .spec import CellSpec
 from .store.baselines import write_baseline
 from .store.mirror import StoreMirror
+from .store.runs import RunWriter, new_run_id
 
 
 @dataclass(frozen=True)

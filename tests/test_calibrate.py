@@ -1,7 +1,8 @@
 from harness.judge.calibrate import calibrate, slowed
-from harness.results import CellResult, RunWriter
+from harness.results import CellResult
 from harness.spec import CellSpec
 from harness.store.baselines import write_baseline
+from harness.store.runs import RunWriter
 
 ENV = {"hardware_key": "cpu-test", "libraries": {}}
 

@@ -12,8 +12,9 @@ from harness.report.compare import compare
 from harness.report.compare_text import render
 from harness.report.history import COLUMNS, load_frame
 from harness.report.sides import load_side
-from harness.results import CellResult, RunWriter
+from harness.results import CellResult
 from harness.spec import CellSpec
+from harness.store.runs import RunWriter
 
 OLD_ENV = {"hardware_key": "cpu-2x-test", "cpu_model": "test", "cpu_count": 2,
            "libraries": {"torch": "2.12.0", "transformers": "5.23.0"}, "harness_commit": "abc"}

@@ -21,7 +21,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from harness.results import read_manifest
+from harness.store.runs import read_manifest
 
 AXES = """
     padding = ["dynamic"]

@@ -7,8 +7,9 @@ import pytest
 
 from harness.judge.verdict import Finding, Verdict
 from harness.report.html import build_report, write_report
-from harness.results import CellResult, RunWriter
+from harness.results import CellResult
 from harness.spec import CellSpec
+from harness.store.runs import RunWriter
 
 ENV = {"hardware_key": "cpu-2x-test", "cpu_model": "test", "cpu_count": 2,
        "libraries": {"torch": "2.13.0", "transformers": "5.23.0"}}

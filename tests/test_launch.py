@@ -515,7 +515,7 @@ def _wait_for_fault(fired: Path, count: int, proc: subprocess.Popen, seconds: fl
 def test_after_a_sigkill_of_pytest_no_process_of_the_run_is_alive_30_s_later(bench_project, inject, tmp_path, how):
     """The issue's case: pytest SIGKILLed while a cell hangs.  Its zygote, the forked or
     spawned worker, torchrun and its ranks all die with it, and its run reads as killed."""
-    from harness.results import manifest_state
+    from harness.store.runs import manifest_state
 
     bench = bench_project("kill", 8, f"""
         padding = ["dynamic"]

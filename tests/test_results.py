@@ -5,8 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.results import SCHEMA_VERSION, CellResult, ResultsError, RunWriter, read_result, read_run, write_result
+from harness.results import SCHEMA_VERSION, CellResult, ResultsError, read_result, read_run, write_result
 from harness.spec import CellSpec
+from harness.store.runs import RunWriter
 
 DOC = {"schema_version": 1, "status": "ok", "run_id": "r", "spec": {}, "env": {}, "metrics": {}}
 
@@ -105,10 +106,10 @@ def test_a_running_manifest_whose_owner_was_sigkilled_reads_as_killed(tmp_path):
     import subprocess
     import sys
 
-    from harness.results import manifest_state
+    from harness.store.runs import manifest_state
 
     owner = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time\nfrom harness.results import RunWriter\n"
+        [sys.executable, "-c", "import sys, time\nfrom harness.store.runs import RunWriter\n"
          f"w = RunWriter({str(tmp_path)!r}, 'owned', matrix='smoke', planned=['a'], env={{}})\n"
          "print(w.dir, flush=True)\ntime.sleep(600)\n"],
         stdout=subprocess.PIPE, text=True,
@@ -175,7 +176,8 @@ def _fill(folder: Path, leave: int = 0) -> Path:
 
 def test_a_full_run_folder_keeps_the_cell_elsewhere_stops_the_run_and_still_closes_its_manifest(
         small_fs, tmp_path, monkeypatch):
-    from harness.results import DiskFull, manifest_state
+    from harness.results import DiskFull
+    from harness.store.runs import manifest_state
 
     monkeypatch.setenv("HARNESS_RESCUE_DIR", str(tmp_path / "rescue"))
     monkeypatch.setenv("HARNESS_MIN_FREE_MIB", "0.5")

@@ -12,8 +12,9 @@ import pytest
 
 from harness.cli.merge import main_merge
 from harness.judge.verdict import Verdict
-from harness.results import RunWriter, read_result
+from harness.results import read_result
 from harness.store import open_store
+from harness.store.runs import RunWriter
 from harness.store.shards import execution_seconds, expected_durations, gather, parse_shard, split
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -17,11 +17,13 @@ import sqlalchemy as sa
 
 from harness.judge.window import cell_documents
 from harness.report.history import load_frame
-from harness.results import CellResult, RunWriter, read_result
+from harness.results import CellResult, read_result
 from harness.store import StoreError, open_store
 from harness.store import sql as sql_module
 from harness.store.ingest import ingest
-from harness.store.sql import SqlStore, normalize_url
+from harness.store.runs import RunWriter
+from harness.store.sql import SqlStore
+from harness.store.sql_connect import normalize_url
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL = ROOT / "results" / "runs" / "20261123T202743Z-smoke-cpu" / "mrpc-all-MiniLM-L6-v2-dynamic-bs8-fp32.json"

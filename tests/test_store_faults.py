@@ -22,9 +22,10 @@ import sqlalchemy as sa
 
 from harness.__main__ import main
 from harness.matrix import Matrix
-from harness.results import CellResult, RunWriter, read_result
+from harness.results import CellResult, read_result
 from harness.session import BenchmarkRun, RunOptions
 from harness.store import StoreError, open_store
+from harness.store.runs import RunWriter
 from harness.store.sql import SqlStore
 
 ROOT = Path(__file__).resolve().parents[1]

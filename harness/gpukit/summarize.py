@@ -16,7 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..results import ResultsError, read_result, run_folders
+from ..results import ResultsError, read_result
+from ..store.runs import run_folders
 
 GIB = 2**30
 

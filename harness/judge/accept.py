@@ -15,7 +15,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..results import ResultsError, run_folders, runs_root, utc_now, write_json_atomic
+from ..results import ResultsError, utc_now, write_json_atomic
+from ..store.runs import run_folders, runs_root
 
 FILE = "accepted.json"
 

@@ -34,7 +34,7 @@ import sys
 import threading
 import time
 
-from ..results import process_alive, process_started
+from ..store.runs import process_alive, process_started
 
 LAUNCHER_PID_ENV = "HARNESS_LAUNCHER_PID"
 LAUNCHER_STARTED_ENV = "HARNESS_LAUNCHER_STARTED"  # the launcher's start time (psutil's create_time)

@@ -32,8 +32,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..results import CellResult, ResultsError, rescue_dir, utc_now
+from ..results import CellResult, ResultsError, utc_now
 from ..spec import CellSpec
+from ..store.runs import rescue_dir
 from . import progress as progress_file
 from .childio import TAIL_LINES, ChildOutcome, follow_log, pump_output
 from .lifeline import DEADLINE_MARGIN_S, launcher_env

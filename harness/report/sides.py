@@ -10,9 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..results import CellResult, ResultsError, read_manifest, read_result, read_run, run_folders
+from ..results import CellResult, ResultsError, read_result, read_run
 from ..spec import CellSpec
 from ..store import Store
+from ..store.runs import read_manifest, run_folders
 
 
 @dataclass

@@ -27,7 +27,8 @@ def open_store(location: str | os.PathLike[str] | None = None) -> Store:
     if not location:
         raise StoreError(f"no store given: pass a results folder or a database URL, or set {STORE_ENV}")
     if is_url(location):
-        from .sql import DEFAULT_READ_TIMEOUT_S, READ_TIMEOUT_ENV, SqlStore
+        from .sql import SqlStore
+        from .sql_connect import DEFAULT_READ_TIMEOUT_S, READ_TIMEOUT_ENV
 
         return SqlStore(str(location), create=False,
                         statement_timeout_s=seconds_from_env(READ_TIMEOUT_ENV, DEFAULT_READ_TIMEOUT_S))

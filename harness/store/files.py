@@ -10,8 +10,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from ..results import CellResult, ResultsError, read_manifest, read_result, runs_root
+from ..results import CellResult, ResultsError, read_result
 from .base import Store
+from .runs import read_manifest, runs_root
 
 
 class FolderStore(Store):

@@ -57,7 +57,7 @@ class StoreMirror:
     def location(self) -> str:
         if self._sql is not None:
             return self._sql.location
-        from .sql import normalize_url
+        from .sql_connect import normalize_url
 
         try:
             return normalize_url(self.url or "").render_as_string(hide_password=True)

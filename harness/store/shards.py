@@ -27,9 +27,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from ..results import CellResult, ResultsError, read_manifest, read_result
+from ..results import CellResult, ResultsError, read_result
 from ..spec import recipe_changes
 from .base import Store
+from .runs import read_manifest
 
 MAX_SHARDS = 1024  # more machines than any night has; a shard beyond the cells is empty
 

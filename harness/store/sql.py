@@ -15,11 +15,8 @@ document.  The schema is created on first use; an older schema is brought forwar
 the migrations in ``MIGRATIONS`` (one per version step, each in the transaction that
 records the new version); a newer one is refused.
 
-Every call is bounded in time (``HARNESS_STORE_TIMEOUT_S``, default 10 s): connecting
-(psycopg's ``connect_timeout``, SQLite's ``timeout``), each statement (PostgreSQL's
-``statement_timeout``, SQLite's busy timeout) and, for a run's writes (``watchdog=True``),
-each unit of work as a whole, so that a server that accepts and then never answers costs
-a bounded time per attempt.  A store opened for reading (``create=False``, what
+Every call is bounded in time (``sql_connect.py``: ``HARNESS_STORE_TIMEOUT_S``, default
+10 s; for a run's writes, ``watchdog=True``, each unit of work as a whole).  A store opened for reading (``create=False``, what
 ``open_store`` gives the read-only commands) never creates a file or a schema; its
 statements may take ``HARNESS_STORE_READ_TIMEOUT_S`` (default 300 s), as it reads whole
 histories.
@@ -27,19 +24,29 @@ histories.
 
 from __future__ import annotations
 
-import math
-import threading
 import time
 from collections.abc import Callable, Iterable
-from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.engine import Connection
 
-from ..results import CellResult, ResultsError, _finite, manifest_state
+from ..results import CellResult, ResultsError, _finite
 from .base import Store, StoreError, seconds_from_env
+from .runs import manifest_state
+from .sql_connect import (
+    DEFAULT_TIMEOUT_S,
+    RETRIES,
+    TIMEOUT_ENV,
+    WATCHDOG_TIMEOUTS,
+    bounded,
+    failed,
+    make_engine,
+    normalize_url,
+    refuse_missing_file,
+    transient,
+)
 
 SCHEMA_VERSION = 1
 # version n -> the function that brings a schema of version n-1 to n, for n >= 2.
@@ -86,38 +93,6 @@ measurements_table = sa.Table(
     sa.Column("figures", _JSON, nullable=False),
 )
 
-_RETRIES = 5
-TIMEOUT_ENV = "HARNESS_STORE_TIMEOUT_S"
-DEFAULT_TIMEOUT_S = 10.0
-READ_TIMEOUT_ENV = "HARNESS_STORE_READ_TIMEOUT_S"
-DEFAULT_READ_TIMEOUT_S = 300.0
-# A run's unit of work (connect, then a few statements) that has not returned after this
-# many timeouts is stuck (a server that stopped mid-statement, where no server-side timeout
-# can fire): given up as a failure, its thread left to the process's end.
-WATCHDOG_TIMEOUTS = 3
-
-
-def normalize_url(url: str) -> sa.URL:
-    """``postgresql://`` means psycopg 3 here (SQLAlchemy's default driver is psycopg2)."""
-    try:
-        parsed = make_url(url)
-    except (sa.exc.ArgumentError, ValueError) as exc:
-        raise StoreError(f"store URL {url!r} is not a database URL ({exc}); "
-                         "use sqlite:///FILE or postgresql://USER@HOST/DATABASE", lasting=True) from None
-    backend = parsed.get_backend_name()
-    if backend in ("postgres", "postgresql"):
-        if parsed.drivername in ("postgres", "postgresql"):
-            parsed = parsed.set(drivername="postgresql+psycopg")
-        return parsed
-    if backend == "sqlite":
-        if not parsed.database or parsed.database == ":memory:":
-            raise StoreError(f"store URL {url!r}: a store is a file (sqlite:///FILE); an in-memory database "
-                             "would be gone when the run ends", lasting=True)
-        return parsed
-    raise StoreError(f"store URL {url!r}: {backend!r} is not supported; use sqlite:///FILE or postgresql://...",
-                     lasting=True)
-
-
 class SqlStore(Store):
     """``create``: make the database and its schema (or migrate it) when missing; a store
     opened for reading only (``create=False``) refuses a missing SQLite file or an empty
@@ -136,8 +111,9 @@ class SqlStore(Store):
         self.statement_timeout_s = statement_timeout_s or self.timeout_s
         self.deadline_s = WATCHDOG_TIMEOUTS * max(self.timeout_s, self.statement_timeout_s) if watchdog else None
         if not create:
-            self._refuse_missing_file()
-        self.engine = self._engine()
+            refuse_missing_file(self.url, self.location)
+        self.engine = make_engine(self.url, create=create, timeout_s=self.timeout_s,
+                                  statement_timeout_s=self.statement_timeout_s, location=self.location)
         if create:
             self._with_retries(self._migrate, "create or migrate the schema")
         else:
@@ -145,86 +121,25 @@ class SqlStore(Store):
 
     # ------------------------------------------------------------ connecting
 
-    def _engine(self) -> Engine:
-        backend = self.url.get_backend_name()
-        create, timeout = self.create, self.timeout_s
-        try:
-            if backend == "sqlite":
-                engine = sa.create_engine(self.url, connect_args={"timeout": timeout})
+    def _failed(self, what: str, exc: BaseException) -> StoreError:
+        return failed(self.location, what, exc, self.timeout_s)
 
-                @sa.event.listens_for(engine, "connect")
-                def _pragmas(dbapi_connection: Any, _record: Any) -> None:
-                    cursor = dbapi_connection.cursor()
-                    if create:  # a reader leaves the file as it found it
-                        cursor.execute("PRAGMA journal_mode=WAL")  # readers never wait for a writer
-                    cursor.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
-                    cursor.close()
-
-                return engine
-            ms = max(1, int(self.statement_timeout_s * 1000))
-            options = " ".join(filter(None, [self.url.query.get("options"), f"-c statement_timeout={ms}"]))
-            return sa.create_engine(self.url, pool_pre_ping=True, connect_args={
-                "connect_timeout": max(2, math.ceil(timeout)),  # libpq's least
-                "options": options,
-                # a network that drops packets: unacknowledged data and a silent peer give up too
-                "tcp_user_timeout": int(timeout * 1000),
-                "keepalives": 1, "keepalives_idle": max(1, int(timeout)), "keepalives_interval": max(1, int(timeout) // 3),
-                "keepalives_count": 3,
-            })
-        except ImportError as exc:
-            raise StoreError(f"{self.location}: the database driver is missing ({exc}); "
-                             "pip install 'psycopg[binary]>=3.1'", lasting=True) from None
-
-    def _refuse_missing_file(self) -> None:
-        """A reader never creates a database: a SQLite file that is not there is an error."""
-        if self.url.get_backend_name() != "sqlite":
-            return
-        path = Path(self.url.database or "")
-        if not path.is_file():
-            raise StoreError(f"{self.location}: no database file {path.resolve()} (a command that only reads "
-                             "never creates one; check the path)", lasting=True)
+    def _bounded(self, work: Callable[[], Any], what: str) -> Any:
+        return bounded(work, what, deadline_s=self.deadline_s, location=self.location, timeout_s=self.timeout_s)
 
     def _with_retries(self, work: Callable[[], Any], what: str) -> Any:
         """Run ``work``; a lost race (two runners creating the schema, a locked SQLite file,
         a serialization failure) is retried, anything still failing is a ``StoreError``."""
-        for attempt in range(_RETRIES):
+        for attempt in range(RETRIES):
             try:
                 return self._bounded(work, what)
             except (sa.exc.OperationalError, sa.exc.IntegrityError, sa.exc.ProgrammingError) as exc:
-                if attempt == _RETRIES - 1 or not _transient(exc):
+                if attempt == RETRIES - 1 or not transient(exc):
                     raise self._failed(what, exc) from exc
                 time.sleep(0.2 * (attempt + 1))
             except sa.exc.SQLAlchemyError as exc:
                 raise self._failed(what, exc) from exc
         raise AssertionError("unreachable")
-
-    def _failed(self, what: str, exc: BaseException) -> StoreError:
-        text = _short(exc)
-        if "timeout" in text.lower() or "timed out" in text.lower():
-            text += f" (timeout {self.timeout_s:g} s, {TIMEOUT_ENV})"
-        return StoreError(f"{self.location}: could not {what}: {text}", lasting=_lasting(exc))
-
-    def _bounded(self, work: Callable[[], Any], what: str) -> Any:
-        """``work()``, or with a watchdog: in a thread of its own, given up after ``deadline_s``."""
-        if self.deadline_s is None:
-            return work()
-        box: dict[str, Any] = {}
-
-        def call() -> None:
-            try:
-                box["value"] = work()
-            except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
-                box["error"] = exc
-
-        thread = threading.Thread(target=call, name=f"harness-store: {what}", daemon=True)
-        thread.start()
-        thread.join(self.deadline_s)
-        if thread.is_alive():  # left to finish or to die with the process; its connection with it
-            raise StoreError(f"{self.location}: could not {what}: no answer within {self.deadline_s:g} s "
-                             f"({WATCHDOG_TIMEOUTS} x the timeout of {self.timeout_s:g} s, {TIMEOUT_ENV})")
-        if "error" in box:
-            raise box["error"]
-        return box["value"]
 
     def close(self) -> None:
         self.engine.dispose()
@@ -354,27 +269,6 @@ def _version(conn: Connection, location: str) -> int | None:
 
 def _set_version(conn: Connection, version: int) -> None:
     SqlStore._upsert(conn, meta_table, [{"key": "schema_version", "value": str(version)}])
-
-
-def _transient(exc: sa.exc.DBAPIError) -> bool:
-    text = str(exc.orig or exc).lower()
-    return any(word in text for word in (
-        "locked", "busy", "already exists", "duplicate key", "deadlock", "could not serialize", "unique",
-    ))
-
-
-def _lasting(exc: BaseException) -> bool:
-    """A failure that trying again within a run cannot mend: not a database, wrong credentials
-    or database name (a wrong URL in a CI secret).  A server down or slow may come back."""
-    text = str(getattr(exc, "orig", None) or exc).lower()
-    return any(words in text for words in (
-        "file is not a database", "authentication failed", "no password supplied", "role \"",
-    )) or ("database \"" in text and "does not exist" in text)
-
-
-def _short(exc: BaseException) -> str:
-    text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 def _run_row(manifest: dict[str, Any]) -> dict[str, Any]:

@@ -33,8 +33,9 @@ from typing import Any
 from ..judge.gate import env_changes
 from ..judge.thresholds import relative_limit
 from ..launch import cell_timeout_s, launch_cell
-from ..results import CellResult, new_run_id, write_json_atomic, write_result
+from ..results import CellResult, write_json_atomic, write_result
 from ..spec import CellSpec
+from ..store.runs import new_run_id
 from .envs import BuiltEnv
 
 DEFAULT_CONFIDENCE = 0.99  # as the nightly gate: an A/A run must not cry wolf

@@ -2,7 +2,8 @@
 
 Put this folder on PYTHONPATH and set ``HARNESS_TEST_FAULT=KIND:STEP`` (KIND: abort, hang,
 sigkill, raise, exit, fill), or ``HARNESS_TEST_FAULT_BY_BATCH=2=abort:2,3=hang:2`` for a fault
-per cell of a night (chosen by the cell's batch size; other cells train untouched).  When ``transformers.trainer`` is imported, ``Trainer.training_step``
+per cell of a night (chosen by the cell's batch size; other cells train untouched).  When
+``transformers.trainer`` is imported, ``Trainer.training_step``
 is wrapped: its STEP-th call faults.  ``fill`` writes the file ``HARNESS_TEST_FILL`` until
 its file system is full (ENOSPC), then trains on: the disk fills while a cell trains.
 With ``HARNESS_TEST_FAULT_ONCE=FILE`` only the first process that reaches that step faults
