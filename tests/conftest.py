@@ -14,8 +14,17 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 pytest_plugins = ["pytester"]
 
 # Loaded once, here: pytester's inline runs restore sys.modules after each run, and torch
-# (imported by the runner) cannot be imported twice in one process.
+# (imported by the runner) cannot be imported twice in one process.  The same holds for the
+# PostgreSQL driver: first imported inside an inline run, it would be dropped afterwards and
+# imported again, and its compiled half would raise the first import's error classes, which
+# SQLAlchemy no longer recognises (a raw psycopg.OperationalError instead of a StoreError).
 import harness.runner  # noqa: E402, F401
+import harness.store.sql  # noqa: E402, F401
+
+try:
+    import psycopg  # noqa: E402, F401
+except ImportError:  # the PostgreSQL tests skip without it
+    pass
 
 ROOT = Path(__file__).resolve().parents[1]
 
