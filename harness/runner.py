@@ -41,6 +41,18 @@ from .sampling import epoch_mean_length
 from .spec import CellSpec, SpecError
 
 
+def sources_of(provenance: dict[str, Any], data: Any) -> dict[str, str]:
+    """Which data and weights ran, by revision: a hub commit, a package, or the data files'
+    hash; a local folder only as ``local`` (its path moves from machine to machine).  In the
+    environment, so that ``env_changes`` names a moved revision."""
+    out = {"data": data.source if data.source.startswith("hub:") else f"files:sha256:{data.fingerprint[:16]}"}
+    for what in ("checkpoint", "tokenizer"):
+        value = provenance.get(f"{what}_source")
+        if value:
+            out[what] = value
+    return out
+
+
 def run_cell(
     spec: CellSpec,
     *,
@@ -56,7 +68,7 @@ def run_cell(
     a cell of ``nproc > 1`` runs only as ranks under torchrun, started by the launcher.
     """
     started = utc_now()
-    env = environment()
+    env = dict(environment())
 
     def finish(status: str, reason: str | None = None, **fields: Any) -> CellResult:
         return CellResult(
@@ -87,6 +99,7 @@ def run_cell(
         figures, samples = _train_and_evaluate(trainer, prepared, counting, timer, board)
         figures["majority_class_accuracy"] = prepared.data.majority_rate
         provenance = {**prepared.provenance, **({"callbacks": callback_sources(spec)} if spec.callbacks else {})}
+        env["sources"] = sources_of(provenance, prepared.data)
         return finish("ok", metrics=figures, samples=samples, provenance=provenance)
     except CellSkipped as exc:
         return finish("skipped", str(exc))

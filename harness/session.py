@@ -23,6 +23,7 @@ from .launch.quiet import QUIET_WINDOW_S, wait_for_quiet
 from .matrix import Matrix
 from .report.summary import judged_summary
 from .results import CellResult
+from .sources import Prefetch
 from .spec import CellSpec
 from .store.baselines import write_baseline
 from .store.mirror import StoreMirror
@@ -76,6 +77,7 @@ class BenchmarkRun:
         self.refused: list[str] = []  # why --update-baselines wrote no baseline for a cell (one line each)
         self.started = 0  # cells started, for the progress line
         self.quiet_waited = 0.0  # seconds this run has waited for a quiet machine
+        self.prefetch: Prefetch | None = None  # the hub's data and weights, fetched before the first cell
 
     # ------------------------------------------------------------ keeping
 
@@ -158,14 +160,24 @@ class BenchmarkRun:
             result.metrics["disturbed_reruns"] = reruns  # 0: the machine never quietened for one
         return result
 
+    def sources(self, cell: CellSpec) -> Prefetch:
+        """Before the first cell: fetch what every planned cell needs from the hub, once."""
+        if self.prefetch is None:
+            planned = set(self.planned)
+            cells = [c for c in self.matrix.cells if c.id in planned] or [cell]
+            self.prefetch = Prefetch(cells, glue_dir=self.options.glue_dir, overrides=dict(self.matrix.sources),
+                                     say=self.say)
+        return self.prefetch
+
     def _launch(self, cell: CellSpec, log_name: str) -> CellResult:
+        child_env = self.sources(cell).env_for(cell)
         writer = self.run_writer()
         timeout, _ = cell_timeout_s(cell, use_cuda=self.options.use_cuda, override=self.options.cell_timeout_s)
         last_env = next((r.env for r in reversed(self.results) if r.env), None)
         return launch_cell(
             cell, run_id=writer.run_id, use_cuda=self.options.use_cuda, glue_dir=self.options.glue_dir,
             timeout_s=timeout, show_progress=self.options.trainer_progress, keep_logs_in=writer.dir,
-            log_name=log_name, max_foreign_cores=self.options.max_foreign_cores, env=last_env,
+            log_name=log_name, max_foreign_cores=self.options.max_foreign_cores, env=last_env, child_env=child_env,
         )
 
     def measure(self, cell: CellSpec, count: int, *, vary_seed: bool, what: str = "run") -> CellResult:

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..launch import boot
 from .merge import main_merge
 
 NAME = "submit"
@@ -60,7 +61,7 @@ class ShardJob:
 
 
 def shard_command(index: int, count: int, night: str, pytest_args: Sequence[str]) -> list[str]:
-    return [sys.executable, "-m", "pytest", *pytest_args, "--shard", f"{index}/{count}", "--night", night]
+    return boot.command(sys.executable, "pytest", *pytest_args, "--shard", f"{index}/{count}", "--night", night)
 
 
 def submit(count: int, pytest_args: Sequence[str], *, executor: str = "local", folder: Path = Path("results/submitit"),

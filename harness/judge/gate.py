@@ -18,7 +18,8 @@ import math
 from dataclasses import replace
 from typing import Any
 
-from ..measure.env import canonical_name
+from ..measure import gpu_identity
+from ..measure.env import canonical_name, harness_label
 from ..measure.vocabulary import kind_of
 from ..results import CellResult
 from .references import PUBLISHED_SEED_STD_POINTS, PUBLISHED_SEED_STD_SOURCE, gating_reference, references_for
@@ -54,8 +55,18 @@ def env_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
         if isinstance(a, dict) and isinstance(b, dict):
             out += [f"{group}.{k} {a.get(k)} -> {b.get(k)}" for k in sorted(set(a) | set(b))
                     if k not in skip and a.get(k) != b.get(k)]
-    if old.get("harness_commit") != new.get("harness_commit"):
-        out.append(f"harness {str(old.get('harness_commit'))[:12]} -> {str(new.get('harness_commit'))[:12]}")
+    a, b = old.get("cpu"), new.get("cpu")
+    if isinstance(a, dict) and isinstance(b, dict):  # microcode and ISA: the key does not hold them
+        out += [f"cpu.{k} {a.get(k)} -> {b.get(k)}" for k in ("vendor", "family", "model", "stepping", "microcode", "isa")
+                if k in a and k in b and a[k] != b[k]]
+    if isinstance(old.get("gpu"), dict) and isinstance(new.get("gpu"), dict):
+        out += gpu_identity.setting_changes(old["gpu"], new["gpu"])
+    a, b = old.get("sources"), new.get("sources")
+    if isinstance(a, dict) and isinstance(b, dict):  # the data's and the weights' resolved revisions
+        out += [f"{name} {a.get(name) or '(none)'} -> {b.get(name) or '(none)'}" for name in sorted(set(a) | set(b))
+                if a.get(name) != b.get(name)]
+    if harness_label(old) != harness_label(new):
+        out.append(f"harness {str(harness_label(old))[:24]} -> {str(harness_label(new))[:24]}")
     if "matrix_sha256" in old and "matrix_sha256" in new and old["matrix_sha256"] != new["matrix_sha256"]:
         out.append(f"matrix file {str(old['matrix_sha256'])[:12]} -> {str(new['matrix_sha256'])[:12]}")
     return out

@@ -35,6 +35,7 @@ from typing import Any
 from ..results import CellResult, ResultsError, utc_now
 from ..spec import CellSpec
 from ..store.runs import rescue_dir
+from . import boot
 from . import progress as progress_file
 from .childio import TAIL_LINES, ChildOutcome, follow_log, pump_output
 from .lifeline import DEADLINE_MARGIN_S, launcher_env
@@ -152,13 +153,12 @@ def run_child(
     out, board, env_out, log_path = (scratch / n for n in ("result.json", "progress", "env.json", "child.log"))
     progress_file.create(board)
     worker_argv = [*args, "--out", str(out), "--progress", str(board), "--env-out", str(env_out)]
-    worker = ["-m", WORKER, *worker_argv]
     python = python or sys.executable  # another environment's interpreter, for an A/B run
-    if nproc > 1:  # torchrun, started so that it ends its ranks when this process dies
-        command = [python, "-m", "harness.launch.lifeline", "torch.distributed.run", "--standalone",
-                   f"--nproc_per_node={nproc}", *worker]
+    if nproc > 1:  # torchrun, started so that it ends its ranks when this process dies; each rank bound too
+        command = boot.command(python, "harness.launch.lifeline", "torch.distributed.run", "--standalone",
+                               f"--nproc_per_node={nproc}", boot.BOOT, WORKER, *worker_argv)
     else:
-        command = [python, *worker]
+        command = boot.command(python, WORKER, *worker_argv)
     child_env = dict(os.environ if env is None else env)
     child_env.update(launcher_env(deadline_s=timeout_s + KILL_GRACE_S + DEADLINE_MARGIN_S))
     child_env.setdefault("PYTHONUNBUFFERED", "1")
@@ -245,12 +245,14 @@ def launch_cell(
     max_foreign_cores: float | None = None,
     env: dict[str, Any] | None = None,
     python: str | None = None,
+    child_env: dict[str, str] | None = None,
 ) -> CellResult:
     """Fine-tune ``spec`` in a fresh child process; a ``CellResult`` whatever happens.
 
     A dead or timed-out child gives an ``error`` result whose ``samples["failure"]`` says
     how it died; its whole output is copied to ``keep_logs_in/<log_name>.log``.  ``env`` is
-    the environment to record when the child died before it could say its own.
+    the environment to record when the child died before it could say its own; ``child_env``
+    adds variables to the child's (the sources fetched for it, ``sources.Prefetch``).
     """
     started = utc_now()
     timeout = timeout_s if timeout_s is not None else default_timeout_s(spec, use_cuda=use_cuda)
@@ -263,11 +265,11 @@ def launch_cell(
             args.append("--cuda")
         if show_progress:
             args.append("--show-progress")
-        child_env = dict(os.environ)
+        variables = {**os.environ, **(child_env or {})}
         if glue_dir:
-            child_env["GLUE_DIR"] = str(glue_dir)
+            variables["GLUE_DIR"] = str(glue_dir)
         outcome = run_child(
-            args, scratch=scratch, timeout_s=timeout, nproc=spec.nproc, use_cuda=use_cuda, env=child_env,
+            args, scratch=scratch, timeout_s=timeout, nproc=spec.nproc, use_cuda=use_cuda, env=variables,
             echo=show_progress, max_foreign_cores=max_foreign_cores, python=python,
         )
         launch = {

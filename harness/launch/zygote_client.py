@@ -20,6 +20,7 @@ from pathlib import Path
 
 import psutil
 
+from . import boot
 from .lifeline import DEADLINE_ENV
 from .zygote import ENTRY_ENV, PRELOAD_ENV
 
@@ -46,7 +47,7 @@ class Zygote:
     def __init__(self, env: dict[str, str], python: str | None = None, *, entry: str, preload: Sequence[str] = ()):
         self.key = zygote_key(env, python, entry=entry, preload=preload)
         self.proc = subprocess.Popen(
-            [python or sys.executable, "-m", "harness.launch.zygote"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            boot.command(python or sys.executable, "harness.launch.zygote"), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL, env={**env, ENTRY_ENV: entry, PRELOAD_ENV: ",".join(preload)},
         )
         self._lock = threading.Lock()

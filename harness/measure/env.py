@@ -1,8 +1,11 @@
 """The environment a result was measured in: hardware, driver, library versions, commit.
 
-``hardware_key`` names the machine class a baseline belongs to (GPU model and count, or
-CPU model and core count); library versions are recorded but are not part of the key,
-since an upgrade is exactly what gets compared.
+``hardware_key`` names the machine class a baseline belongs to (GPU model and count, a MIG
+slice by its profile; or CPU model, generation, widest vector ISA and core count, see
+``cpu.py``); library versions are recorded but are not part of the key, since an upgrade is
+exactly what gets compared.  What the key leaves out but can move a figure (microcode, a
+GPU's power limit or clock lock, see ``gpu_identity.py``) is recorded, and a change in it is
+an environment change.
 """
 
 from __future__ import annotations
@@ -16,6 +19,9 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+
+from . import cpu, gpu_identity
+from .devices import cuda_device_uuid
 
 LIBRARIES = ("torch", "transformers", "datasets", "evaluate", "accelerate", "tokenizers", "numpy", "pytest-benchmark")
 
@@ -52,6 +58,7 @@ def gpu_info() -> dict[str, Any]:
     if not torch.cuda.is_available():
         return {"gpu_name": None, "gpu_count": 0, "gpu_driver": None, "cuda_version": None}
     props = torch.cuda.get_device_properties(0)
+    count = torch.cuda.device_count()
     driver = None
     try:
         import pynvml
@@ -63,11 +70,12 @@ def gpu_info() -> dict[str, Any]:
         pass
     return {
         "gpu_name": props.name,
-        "gpu_count": torch.cuda.device_count(),
+        "gpu_count": count,
         "gpu_memory_bytes": int(props.total_memory),
         "gpu_capability": f"{props.major}.{props.minor}",
         "gpu_driver": driver,
         "cuda_version": torch.version.cuda,
+        "gpu": gpu_identity.identity([cuda_device_uuid(i) for i in range(count)]),
     }
 
 
@@ -88,18 +96,47 @@ def cuda_devices_in_a_child() -> dict[str, Any]:
 
 
 def git_commit(start: Path | None = None) -> str | None:
-    start = start or Path(__file__).resolve().parent
+    """The commit of the checkout ``start`` lies in (``-dirty`` with changes), None when
+    ``start`` is not a tracked part of one (an installed copy inside a clone's .venv is not)."""
+    start = start or Path(__file__).resolve().parents[1]
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=start, capture_output=True, text=True, timeout=5,
+                              check=True).stdout.strip()
+
     try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=start, capture_output=True, text=True, timeout=5, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=start, capture_output=True, text=True, timeout=5, check=True,
-        ).stdout.strip()
+        if not git("ls-files", "--", "__init__.py"):
+            return None
+        out = git("rev-parse", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".")
     except (OSError, subprocess.SubprocessError):
         return None
     return f"{out}-dirty" if dirty else out
+
+
+HARNESS_FILES = ("*.py", "*.toml", "*.js", "*.css", "*.sh")
+
+
+def harness_identity() -> dict[str, Any]:
+    """Which harness ran: its folder, git commit (when it lies in a checkout), installed
+    version and a sha256 over its files (what tells two installs apart without git)."""
+    import hashlib
+
+    package = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    files = sorted({p for pattern in HARNESS_FILES for p in package.rglob(pattern) if "__pycache__" not in p.parts})
+    for path in files:
+        digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return {"path": str(package), "commit": git_commit(package), "version": _version("trainer-bench-harness"),
+            "files_sha256": digest.hexdigest(), "files": len(files)}
+
+
+def harness_label(env: dict[str, Any]) -> str | None:
+    """The harness that ran, in one word: its commit, else its version and files' hash."""
+    if env.get("harness_commit"):
+        return str(env["harness_commit"])
+    ident = env.get("harness") or {}
+    return f"{ident.get('version')}+sha256:{str(ident.get('files_sha256'))[:12]}" if ident.get("files_sha256") else None
 
 
 @functools.lru_cache(maxsize=1)
@@ -112,15 +149,17 @@ def environment() -> dict[str, Any]:
         "platform": platform.platform(),
         "cpu_model": cpu_model(),
         "cpu_count": cpu_count(),
+        "cpu": cpu.identity(),
         "torch_num_threads": torch.get_num_threads(),
         **gpu_info(),
         "libraries": {name: _version(name) for name in LIBRARIES},
-        "harness_commit": git_commit(),
+        "harness": harness_identity(),
         "executable": sys.executable,
         "threads": thread_settings(),
         "torch_build": torch_build(),
         "cpu_clock": cpu_clock(),
     }
+    env["harness_commit"] = env["harness"]["commit"]
     env["packages"] = installed_packages()
     env["packages_sha256"] = packages_hash(env["packages"])
     env["hardware_key"] = hardware_key(env)
@@ -229,9 +268,15 @@ def packages_hash(packages: dict[str, str]) -> str:
 
 
 def hardware_key(env: dict[str, Any]) -> str:
-    """``1xNVIDIA-H100-80GB-HBM3`` or ``cpu-2x-Intel-Xeon-...``: safe as a folder name."""
+    """``1xNVIDIA-H100-80GB-HBM3``, ``1xNVIDIA-H200-MIG-1g.18gb`` or ``cpu-2x-AMD-EPYC-zen3-avx2``:
+    safe as a folder name."""
     if env.get("gpu_count"):
         raw = f"{env['gpu_count']}x{env['gpu_name']}"
+        slice_ = gpu_identity.key_suffix(env.get("gpu") or {})
+        if slice_ and "MIG" not in str(env["gpu_name"]):
+            raw += f"-{slice_}"
     else:
         raw = f"cpu-{env['cpu_count']}x-{env['cpu_model']}"
+        if env.get("cpu"):
+            raw += f"-{cpu.key_suffix(env['cpu'])}"
     return re.sub(r"[^A-Za-z0-9._-]+", "-", raw).strip("-")
