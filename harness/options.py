@@ -16,10 +16,12 @@ from pathlib import Path
 import pytest
 
 from .launch.watch import FOREIGN_CORES_PER_CORE, MIN_MAX_FOREIGN_CORES
+from .project import matrix_path as find_matrix
+from .project import project_root
 from .session import RunOptions
+from .spec import SpecError
 from .store import STORE_ENV
 
-DEFAULT_MATRIX = {False: "smoke", True: "nightly"}
 
 
 OPTIONS_FILE = Path(__file__).with_name("options.toml")
@@ -120,19 +122,19 @@ def refuse_gpu_without_cuda(config: pytest.Config) -> None:
         )
 
 
+def project_of(config: pytest.Config) -> Path:
+    """The project root (``project.py``): the same rule as every ``python -m harness`` command,
+    from the folder pytest was started in, whatever its rootdir."""
+    return project_root(config.invocation_params.dir)
+
+
 def matrix_path(config: pytest.Config, *, use_cuda: bool) -> Path:
-    """``--matrix``: a TOML file, or NAME for ``benchmarks/NAME.toml`` (default: smoke, or
-    nightly with ``--gpu``)."""
-    given = config.getoption("matrix") or DEFAULT_MATRIX[use_cuda]
-    path = Path(given)
-    if path.suffix == ".toml" or path.exists():
-        return path
-    folder = config.rootpath / "benchmarks"
-    candidate = folder / f"{given}.toml"
-    if candidate.exists():
-        return candidate
-    known = sorted(p.stem for p in folder.glob("*.toml"))
-    raise pytest.UsageError(f"--matrix {given!r}: no such file, and no {candidate}; known names: {known}")
+    """``--matrix``: a TOML file, or NAME for the project's ``benchmarks/NAME.toml``, else the
+    shipped matrix of that name (default: smoke, or nightly with ``--gpu``)."""
+    try:
+        return find_matrix(config.getoption("matrix"), use_cuda=use_cuda, root=project_of(config))
+    except SpecError as exc:
+        raise pytest.UsageError(f"--{exc}") from None
 
 
 def run_options(config: pytest.Config, *, use_cuda: bool) -> RunOptions:
@@ -140,10 +142,11 @@ def run_options(config: pytest.Config, *, use_cuda: bool) -> RunOptions:
     from .data import glue_dir_from_env
 
     get = config.getoption
-    results = Path(get("results_dir")) if get("results_dir") else config.rootpath / "results"
+    root = project_of(config)
+    results = Path(get("results_dir")) if get("results_dir") else root / "results"
     # The project's own baselines, whatever --results-dir says: a CI job that writes its
     # runs to a scratch folder is still judged against what the project committed.
-    baselines = Path(get("baselines_dir")) if get("baselines_dir") else config.rootpath / "results" / "baselines"
+    baselines = Path(get("baselines_dir")) if get("baselines_dir") else root / "results" / "baselines"
     return RunOptions(
         results_dir=results, baselines_dir=baselines, use_cuda=use_cuda, repeats=get("repeats"),
         seeds=get("seeds"), confirm=get("confirm"), cell_timeout_s=get("cell_timeout"),

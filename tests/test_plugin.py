@@ -88,7 +88,15 @@ def test_a_malformed_matrix_is_refused_before_anything_runs(bench):
 def test_an_unknown_matrix_name_lists_the_known_ones(bench):
     result = bench.runpytest("--matrix", "nightlyy")
     assert result.ret != pytest.ExitCode.OK
-    assert "known names: ['tiny']" in result.stdout.str() + result.stderr.str()
+    # the project's own and the shipped ones
+    assert "known names: ['gpu-slice', 'nightly', 'smoke', 'tiny']" in result.stdout.str() + result.stderr.str()
+
+
+def test_a_shipped_matrix_runs_by_name_where_the_project_has_none(bench):
+    """--matrix nightly from a project whose benchmarks/ holds no nightly.toml: the package's."""
+    result = bench.runpytest("--matrix", "nightly", "--collect-only", "-q", "-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.OK, result.stdout.str() + result.stderr.str()
+    assert "mrpc-bert-base-uncased-dynamic-bs8-bf16" in result.stdout.str()
 
 
 def test_a_failing_cell_fails_its_test_and_the_others_still_run(bench, tiny_bert_dir):

@@ -131,7 +131,7 @@ def test_unknown_spec_fields_are_refused_on_read():
 def test_the_shipped_matrices_expand():
     from pathlib import Path
 
-    root = Path(__file__).resolve().parents[1] / "benchmarks"
+    root = Path(__file__).resolve().parents[1] / "harness" / "matrices"
     smoke = load_matrix(root / "smoke.toml")
     nightly = load_matrix(root / "nightly.toml")
     assert any(c.weights == "pretrained" and c.max_steps < 0 for c in smoke.cells)

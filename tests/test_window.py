@@ -170,7 +170,7 @@ def test_the_gate_section_of_a_matrix_sets_window_and_confidence(tmp_path):
     path.write_text('[gate]\nconfidence = 99\n[axes]\nbatch_size = [8]\n')
     with pytest.raises(SpecError, match="`confidence` must be a probability"):
         load_matrix(path)
-    assert load_matrix(ROOT / "benchmarks" / "smoke.toml").window == 20
+    assert load_matrix(ROOT / "harness" / "matrices" / "smoke.toml").window == 20
     assert CellSpec().id  # the spec itself is untouched by the gate section
 
 

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..project import matrix_path, results_dir
 from ..matrix import load_matrix
 from ..spec import CellSpec, SpecError
 from . import fail
@@ -35,7 +36,7 @@ def setup_arguments(parser: argparse.ArgumentParser) -> None:
 
 def cell_arguments(p: argparse.ArgumentParser) -> None:
     """The arguments ``ab`` and ``bisect`` share: which cells, how often, which package sources."""
-    p.add_argument("--matrix", default=None, help="a matrix file, or NAME for benchmarks/NAME.toml "
+    p.add_argument("--matrix", default=None, help="a matrix file, or NAME for benchmarks/NAME.toml (else the shipped one) "
                    "(default: smoke; nightly with --gpu)")
     p.add_argument("-k", dest="select", default=None, help="cells whose id matches, as pytest -k: words, "
                    "and/or/not, parentheses")
@@ -43,7 +44,7 @@ def cell_arguments(p: argparse.ArgumentParser) -> None:
                    "at least 5 for a 99%% interval)")
     p.add_argument("--confidence", type=float, default=None, help="of the interval (default 0.99)")
     p.add_argument("--gpu", action="store_true", help="run the cells on CUDA")
-    p.add_argument("--results-dir", type=Path, default=Path("results"), help="where results/ab/<run-id> is kept")
+    p.add_argument("--results-dir", type=Path, default=results_dir(), help="where results/ab/<run-id> is kept")
     p.add_argument("--index-url", help="a package index to use instead of pip's")
     p.add_argument("--extra-index-url", action="append", default=[], help="another package index (repeatable)")
     p.add_argument("--find-links", action="append", default=[], help="a folder of wheels (repeatable)")
@@ -110,10 +111,7 @@ class _KExpression:
 
 
 def _cells(args: argparse.Namespace) -> list[CellSpec]:
-    given = args.matrix or ("nightly" if args.gpu else "smoke")
-    path = Path(given)
-    if not (path.suffix == ".toml" or path.exists()):
-        path = Path("benchmarks") / f"{given}.toml"
+    path = matrix_path(args.matrix, use_cuda=args.gpu)
     cells = select(list(load_matrix(path).cells), args.select)
     if not cells:
         raise SpecError(f"no cell of {path} matches -k {args.select!r}")

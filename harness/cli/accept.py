@@ -7,6 +7,7 @@ from pathlib import Path
 
 NAME = "accept"
 HELP = "accept a change of level: the cells' history windows restart at RUN_ID"
+from ..project import results_dir
 
 
 def setup_arguments(parser: argparse.ArgumentParser) -> None:
@@ -15,7 +16,7 @@ def setup_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the first run of the new level")
     parser.add_argument("-m", "--message", required=True,
                         help="why the change is accepted (kept with it, shown in the report)")
-    parser.add_argument("--results-dir", type=Path, default=Path("results"))
+    parser.add_argument("--results-dir", type=Path, default=results_dir())
 
 
 def run(args: argparse.Namespace) -> int:

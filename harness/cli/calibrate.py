@@ -8,11 +8,12 @@ from pathlib import Path
 
 NAME = "calibrate"
 HELP = "false alarms and the smallest caught slowdown, from unchanged runs"
+from ..project import baselines_dir
 
 
 def setup_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("runs", nargs="+", type=Path)
-    parser.add_argument("--baselines", type=Path, default=Path("results/baselines"))
+    parser.add_argument("--baselines", type=Path, default=baselines_dir())
     parser.add_argument("--confirm", type=int, default=2)
     parser.add_argument("--matrix", type=Path, help="judge with the thresholds this matrix declares now")
 

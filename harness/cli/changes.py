@@ -9,10 +9,11 @@ from . import OUTPUT_HELP, STORE_HELP, write_out
 
 NAME = "changes"
 HELP = "where each cell's level changed over its whole history (change points)"
+from ..project import results_dir
 
 
 def setup_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("results_dir", type=Path, nargs="?", default=Path("results"))
+    parser.add_argument("results_dir", type=Path, nargs="?", default=results_dir())
     parser.add_argument("--store", metavar="URL", help=STORE_HELP)
     parser.add_argument("--format", choices=("table", "json"), default="table")
     parser.add_argument("--output", type=Path, help=OUTPUT_HELP)

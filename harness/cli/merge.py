@@ -9,12 +9,13 @@ from pathlib import Path
 
 NAME = "merge"
 HELP = "one verdict table for a night run in shards (--shard I/N)"
+from ..project import results_dir
 
 
 def setup_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("sources", nargs="*", type=Path,
                         help="shard artifacts (results folders or run folders), copied into --into")
-    parser.add_argument("--into", type=Path, default=Path("results"), help="the results folder to gather them in")
+    parser.add_argument("--into", type=Path, default=results_dir(), help="the results folder to gather them in")
     parser.add_argument("--night", help="the night's id (pytest --night); default: the runs given as sources")
     parser.add_argument("--store", metavar="URL", help="read the night's runs from this database instead")
     parser.add_argument("--format", choices=("table", "markdown"), default="table")

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..project import results_dir
 from ..launch import boot
 from .merge import main_merge
 
@@ -29,7 +30,7 @@ HELP = "run a night in N shards as jobs (submitit: SLURM, or local processes), t
 def setup_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shards", type=int, required=True, help="how many parts (jobs)")
     parser.add_argument("--executor", choices=("local", "slurm"), default="local")
-    parser.add_argument("--folder", type=Path, default=Path("results/submitit"), help="job logs")
+    parser.add_argument("--folder", type=Path, default=results_dir() / "submitit", help="job logs")
     parser.add_argument("--night", help="default: a UTC time stamp")
     parser.add_argument("--timeout-min", type=int, default=360)
     parser.add_argument("--slurm-partition")
@@ -116,4 +117,4 @@ def _option(args: Sequence[str], name: str) -> str | None:
 
 def _results_dir(args: Sequence[str]) -> Path:
     given = _option(args, "--results-dir")
-    return Path(given) if given else Path("results")
+    return Path(given) if given else results_dir()

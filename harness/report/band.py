@@ -23,11 +23,11 @@ from typing import Any
 
 from ..judge.window import DEFAULT_CONFIDENCE, DEFAULT_WINDOW, MIN_POINTS, Window, build_window
 from ..matrix import load_matrix
+from ..project import matrix_path
 from ..measure.vocabulary import THROUGHPUT
 from ..results import CellResult, ResultsError
 from ..spec import SpecError
 
-MATRICES = Path("benchmarks")  # where a matrix NAME is looked for, as pytest's --matrix NAME
 
 
 @dataclass(frozen=True)
@@ -44,10 +44,13 @@ class GateSettings:
         return text + (f"; {self.note}" if self.note else "")
 
 
-def matrix_file(given: str | Path, folder: Path = MATRICES) -> Path:
-    """A matrix file, or NAME for ``folder/NAME.toml``."""
+def matrix_file(given: str | Path, folder: Path | None = None) -> Path:
+    """A matrix file, or NAME for ``folder/NAME.toml`` (default: as pytest's ``--matrix NAME``,
+    the project's ``benchmarks/NAME.toml``, else the shipped one)."""
     path = Path(given)
-    return path if path.suffix == ".toml" or path.exists() else folder / f"{given}.toml"
+    if path.suffix == ".toml" or path.exists():
+        return path
+    return folder / f"{given}.toml" if folder is not None else matrix_path(str(given), must_exist=False)
 
 
 def file_sha256(path: Path) -> str:
@@ -64,7 +67,7 @@ def settings_of(path: Path, used: str | None = None) -> GateSettings:
 
 
 def gate_settings(runs: list[tuple[dict[str, Any], list[CellResult]]], matrix: str | Path | None = None,
-                  folder: Path = MATRICES) -> dict[str | None, GateSettings]:
+                  folder: Path | None = None) -> dict[str | None, GateSettings]:
     """The settings of every matrix the runs name (their manifests' ``matrix``): the file
     ``matrix`` names for all of them where given (an unreadable one is an error), else
     each name's ``folder/NAME.toml`` where it is readable, else the gate's defaults."""

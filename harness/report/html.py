@@ -33,7 +33,7 @@ from ..measure.vocabulary import ACCURACY, F1, THROUGHPUT
 from ..results import CellResult, ResultsError
 from ..store import Store, is_url, open_store
 from ..store.files import FolderStore
-from .band import MATRICES, GateSettings, cell_window, gate_settings
+from .band import GateSettings, cell_window, gate_settings
 from .charts import AXES, SERIES, VERDICT_COLOURS, axis_value, chart_data, finite, quality_value, speed_finding
 from .history import COLUMNS, frame_of
 from .tables import peak_memory
@@ -155,7 +155,7 @@ def static_text(name: str) -> str:
 
 
 def build_report(source: Store | str | Path, *, results_dir: str | Path | None = None, matrix: str | Path | None = None,
-                 matrices: Path = MATRICES) -> str:
+                 matrices: Path | None = None) -> str:
     """The report of every run in ``source``, a results folder or a database URL.  Accepted
     changes come from ``results_dir`` (the folder itself when ``source`` is one); the gate's
     window settings from ``matrix`` (a file, or NAME in ``matrices``), else from the matrix
@@ -274,7 +274,7 @@ def _accepted_table(entries: list[dict[str, Any]]) -> str:
 
 def write_report(source: Store | str | Path, output: str | Path | None = None, *, csv_path: str | Path | None = None,
                  results_dir: str | Path | None = None, matrix: str | Path | None = None,
-                 matrices: Path = MATRICES) -> Path:
+                 matrices: Path | None = None) -> Path:
     """Write the report of ``source`` (a results folder, a database URL, or either opened as
     a ``Store``, whose ``unreadable`` then says what was left out): to ``output``, by
     default ``report.html`` in the results folder."""
