@@ -22,8 +22,6 @@ from .session import RunOptions
 from .spec import SpecError
 from .store import STORE_ENV
 
-
-
 OPTIONS_FILE = Path(__file__).with_name("options.toml")
 
 

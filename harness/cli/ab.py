@@ -11,8 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..project import matrix_path, results_dir
 from ..matrix import load_matrix
+from ..project import matrix_path, results_dir
 from ..spec import CellSpec, SpecError
 from . import fail
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..project import results_dir
+
 NAME = "accept"
 HELP = "accept a change of level: the cells' history windows restart at RUN_ID"
-from ..project import results_dir
 
 
 def setup_arguments(parser: argparse.ArgumentParser) -> None:

@@ -6,9 +6,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..project import baselines_dir
+
 NAME = "calibrate"
 HELP = "false alarms and the smallest caught slowdown, from unchanged runs"
-from ..project import baselines_dir
 
 
 def setup_arguments(parser: argparse.ArgumentParser) -> None:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..project import results_dir
 from . import OUTPUT_HELP, STORE_HELP, write_out
 
 NAME = "changes"
 HELP = "where each cell's level changed over its whole history (change points)"
-from ..project import results_dir
 
 
 def setup_arguments(parser: argparse.ArgumentParser) -> None:

@@ -7,9 +7,10 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..project import results_dir
+
 NAME = "merge"
 HELP = "one verdict table for a night run in shards (--shard I/N)"
-from ..project import results_dir
 
 
 def setup_arguments(parser: argparse.ArgumentParser) -> None:

@@ -19,8 +19,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..project import results_dir
 from ..launch import boot
+from ..project import results_dir
 from .merge import main_merge
 
 NAME = "submit"

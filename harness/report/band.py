@@ -23,11 +23,10 @@ from typing import Any
 
 from ..judge.window import DEFAULT_CONFIDENCE, DEFAULT_WINDOW, MIN_POINTS, Window, build_window
 from ..matrix import load_matrix
-from ..project import matrix_path
 from ..measure.vocabulary import THROUGHPUT
+from ..project import matrix_path
 from ..results import CellResult, ResultsError
 from ..spec import SpecError
-
 
 
 @dataclass(frozen=True)
