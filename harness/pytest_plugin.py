@@ -10,6 +10,7 @@ run (``session.BenchmarkRun``), the shards (``store/shards.py``) and the summary
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from typing import Any
 
@@ -18,6 +19,7 @@ import pytest
 from .matrix import Matrix, load_matrix
 from .options import add_options, matrix_path, refuse_gpu_without_cuda, run_options
 from .report.benchmark_json import extra_info, quiet_benchmark_table, record_step_times
+from .report.live import Live
 from .results import CellResult, DiskFull
 from .session import BenchmarkRun, RunOptions
 from .spec import SpecError
@@ -60,6 +62,7 @@ class HarnessSession:
         self._run: BenchmarkRun | None = None
         self.searches: list[Any] = []  # --find-max-batch-size answers
         self.refused: pytest.UsageError | None = None  # a matrix that could not be read
+        self._live: Live | None = None  # where the run's progress lines go
 
     @property
     def run(self) -> BenchmarkRun:
@@ -68,7 +71,7 @@ class HarnessSession:
                 matrix = load_matrix(matrix_path(self.config, use_cuda=self.use_cuda))
             except SpecError as exc:
                 raise pytest.UsageError(f"matrix refused: {exc}") from None
-            self._run = BenchmarkRun(matrix, self.options(), say=self.progress)
+            self._run = BenchmarkRun(matrix, self.options(), say=self.progress, passing=self.passing)
         return self._run
 
     def matrix_or_none(self) -> Matrix | None:
@@ -87,10 +90,31 @@ class HarnessSession:
         return self.run.run_writer()
 
     def progress(self, text: str) -> None:
+        """A line that stays: written as it happens, past pytest's capture of the test's output."""
+        self.live.line(text)
+
+    def passing(self, text: str) -> None:
+        """A line a terminal overwrites with the next (a plain line in a log)."""
+        self.live.passing(text)
+
+    @property
+    def live(self) -> Live:
+        if self._live is None:
+            reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+            self._live = Live(self._write, tty=bool(getattr(reporter, "isatty", False)))
+        return self._live
+
+    def _write(self, text: str, newline: bool) -> None:
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")
-        if reporter is not None and not self.config.getoption("quiet", 0) > 1:
+        if reporter is None or self.config.getoption("quiet", 0) > 1:
+            return
+        capture = self.config.pluginmanager.get_plugin("capturemanager")
+        with capture.global_and_fixture_disabled() if capture is not None else contextlib.nullcontext():
             reporter.ensure_newline()
-            reporter.write_line(text)
+            if newline:
+                reporter.write_line(text)
+            else:
+                reporter.write(text, flush=True)
 
     # ------------------------------------------------------------ hooks
 

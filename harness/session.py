@@ -21,11 +21,12 @@ from .judge.verdict import Verdict
 from .launch import cell_timeout_s, launch_cell
 from .launch.quiet import QUIET_WINDOW_S, wait_for_quiet
 from .matrix import Matrix
+from .report.live import NightClock, recorded_duration
 from .report.summary import judged_summary
-from .results import CellResult
+from .results import CellResult, ResultsError
 from .sources import Prefetch
 from .spec import CellSpec
-from .store.baselines import write_baseline
+from .store.baselines import load_baseline, write_baseline
 from .store.mirror import StoreMirror
 from .store.runs import RunWriter, new_run_id
 
@@ -63,10 +64,14 @@ class Outcome:
 class BenchmarkRun:
     """The matrix, the run folder, and every cell result so far."""
 
-    def __init__(self, matrix: Matrix, options: RunOptions, *, say: Callable[[str], None] = lambda text: None):
+    def __init__(self, matrix: Matrix, options: RunOptions, *, say: Callable[[str], None] = lambda text: None,
+                 passing: Callable[[str], None] | None = None):
         self.matrix = matrix
         self.options = options
-        self.say = say  # progress lines, one per measured execution
+        self.say = say  # lines that stay: each cell's end, its figures and verdict; what went wrong
+        self.passing = passing or say  # lines a terminal may overwrite: a cell's start, each execution
+        self.clock: NightClock | None = None  # the night's count, elapsed time and estimate
+        self._durations: dict[tuple[str, str], float | None] = {}  # (hardware key, cell) -> its baseline's seconds
         self.writer: RunWriter | None = None
         self.results: list[CellResult] = []
         self.planned: list[str] = []  # ids of the cells selected to run, in order
@@ -186,7 +191,7 @@ class BenchmarkRun:
         for i in range(count):
             seeded = replace(cell, seed=cell.seed + i) if vary_seed else cell
             seed_note = f", seed {seeded.seed}" if vary_seed else ""
-            self.say(f"[cell {self.started}/{len(self.planned) or '?'}] {cell.id}: {what} {i + 1}/{count}{seed_note}")
+            self.passing(f"[cell {self.started}/{len(self.planned) or '?'}] {cell.id}: {what} {i + 1}/{count}{seed_note}")
             runs.append(self.execute(seeded, log_name=f"{cell.id}.{what}-{i + 1}"))
             if not runs[-1].ok:
                 break
@@ -213,8 +218,12 @@ class BenchmarkRun:
 
     def run_cell(self, cell: CellSpec) -> tuple[CellResult, Path, Outcome]:
         """Measure, judge and keep one cell; what its test should do with it."""
+        if self.clock is None:
+            self.clock = NightClock(self.planned, self.recorded_s)
+        self.passing(self.clock.begin(cell.id))
         result, verdict, baseline_error = self.measure_and_judge(cell)
         path = self.record(result)
+        self.say(self.clock.end(result))
         updating = self.options.update_baselines
         if updating and result.ok:
             try:
@@ -226,6 +235,21 @@ class BenchmarkRun:
         return result, path, outcome(result, verdict, baseline_error, updating=updating,
                                      baselines_dir=self.options.baselines_dir,
                                      require_baselines=self.options.require_baselines)
+
+    def recorded_s(self, cell_id: str) -> float | None:
+        """How long the cell took when its baseline was measured (for the night's estimate);
+        the hardware key is the last child's (this process never looks at the GPU)."""
+        key = next((r.env.get("hardware_key") for r in reversed(self.results) if r.env), None)
+        if key is None:
+            return None
+        if (key, cell_id) not in self._durations:
+            try:
+                baseline, _ = load_baseline(self.options.baselines_dir, key, cell_id)
+            except (ResultsError, ValueError, OSError):  # an unusable baseline is the gate's to say
+                baseline = None
+            self._durations[(key, cell_id)] = recorded_duration(baseline, max(self.options.repeats,
+                                                                              self.options.seeds or 1))
+        return self._durations[(key, cell_id)]
 
     def judged_line(self) -> str:
         """One line: how many cells were judged, how many were not, and why."""
