@@ -88,7 +88,11 @@ def local_or_packaged(name: str) -> Resolved | None:
         return Resolved(str(path.resolve()), "local")
     if name in OFFLINE_PACKAGES:
         module, attr = OFFLINE_PACKAGES[name]
-        if importlib.util.find_spec(module) is not None:
+        try:
+            installed = importlib.util.find_spec(module) is not None
+        except ImportError:  # a package that is there but cannot be imported: as good as absent
+            installed = False
+        if installed:
             folder = getattr(importlib.import_module(module), attr)
             return Resolved(str(folder), f"package:{module}")
     if name.startswith((".", "/", "~")):

@@ -117,12 +117,12 @@ def git_commit(start: Path | None = None) -> str | None:
 HARNESS_FILES = ("*.py", "*.toml", "*.js", "*.css", "*.sh")
 
 
-def harness_identity() -> dict[str, Any]:
+def harness_identity(package: Path | None = None) -> dict[str, Any]:
     """Which harness ran: its folder, git commit (when it lies in a checkout), installed
     version and a sha256 over its files (what tells two installs apart without git)."""
     import hashlib
 
-    package = Path(__file__).resolve().parents[1]
+    package = package or Path(__file__).resolve().parents[1]
     digest = hashlib.sha256()
     files = sorted({p for pattern in HARNESS_FILES for p in package.rglob(pattern) if "__pycache__" not in p.parts})
     for path in files:
