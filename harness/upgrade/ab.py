@@ -34,6 +34,7 @@ from ..judge.gate import env_changes
 from ..judge.thresholds import relative_limit
 from ..launch import cell_timeout_s, launch_cell
 from ..results import CellResult, write_json_atomic, write_result
+from ..sources import Prefetch
 from ..spec import CellSpec
 from ..store.runs import new_run_id
 from .envs import BuiltEnv
@@ -202,6 +203,7 @@ def run_ab(cells: Sequence[CellSpec], a: BuiltEnv, b: BuiltEnv, *, rounds: int =
     folder.mkdir(parents=True, exist_ok=True)
     samples: dict[tuple[str, str], list[CellResult]] = {}
     result = ABResult(run_id, folder, a, b, {}, {})
+    fetched = Prefetch(cells, glue_dir=glue_dir, say=say)  # the same data and weights on both sides, fetched once
     for r in range(rounds):
         order = (("A", a), ("B", b)) if r % 2 == 0 else (("B", b), ("A", a))
         for cell in cells:
@@ -210,7 +212,7 @@ def run_ab(cells: Sequence[CellSpec], a: BuiltEnv, b: BuiltEnv, *, rounds: int =
                 timeout, _ = cell_timeout_s(cell, use_cuda=use_cuda)
                 done = launch_cell(cell, run_id=f"{run_id}-{side}", use_cuda=use_cuda, glue_dir=glue_dir,
                                    timeout_s=timeout, keep_logs_in=folder / side, log_name=f"{cell.id}.round-{r + 1}",
-                                   python=env.python, max_foreign_cores=1e9)
+                                   python=env.python, max_foreign_cores=1e9, child_env=fetched.env_for(cell))
                 write_result(done, folder / side / f"round-{r + 1}")
                 samples.setdefault((side, cell.id), []).append(done)
                 if done.env and side == "A" and not result.env_a:
