@@ -114,7 +114,7 @@ def figures(result: Any) -> str:
     if memory is not None:
         parts.append(f"{human_bytes(memory)} ({kind})")
     accuracy, f1 = quality_cells(result)
-    if accuracy != "-":
+    if accuracy not in ("-", "chance"):  # random weights answer at chance: no quality to show
         parts.append(f"acc {accuracy} f1 {f1}")
     return ", ".join(parts)
 
