@@ -25,12 +25,12 @@ from .measure.devices import cuda_device_uuid
 from .measure.env import environment
 from .measure.flops import mfu_figures
 from .measure.nvml import open_sampler
+from .measure.steps import StepTimer, phase_figures
 from .measure.timing import (
     CountingCollator,
     MeasurementError,
     ProgressCallback,
     Sampler,
-    StepTimer,
     process_rss_bytes,
     summarize_training,
 )
@@ -155,6 +155,8 @@ def _train_and_evaluate(
     figures: dict[str, Any] = summarize_training(
         step_seconds, batches, warmup=spec.timing_warmup_steps, accumulation=accumulation
     )
+    phases = timer.phase_seconds()  # where each step's time went: data, forward+backward, optimizer, other
+    figures.update(phase_figures(phases, spec.timing_warmup_steps))
     # Does the timed window stand for the epoch?  Its real tokens per sample over the
     # training set's (1.0: exactly the epoch's average sequence length).
     epoch_mean = epoch_mean_length(_real_lengths(prepared.train_dataset))
@@ -211,6 +213,7 @@ def _train_and_evaluate(
     per_step = _per_step_counts(batches, len(step_seconds), accumulation)
     samples = {
         "step_seconds": step_seconds,
+        "step_phases": phases,
         # What each optimizer step trained on: with step_seconds, every throughput figure
         # can be derived again from the stored document (``measure.summarize_steps``).
         "step_samples": [b.samples for b in per_step],

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from .judge.evidence import gather
 from .judge.policy import decide
+from .judge.reproduce import matrix_argument, reproduce_lines
 from .judge.stats import fold
 from .judge.verdict import Verdict
 from .launch import cell_timeout_s, launch_cell
@@ -232,9 +233,11 @@ class BenchmarkRun:
                 self.refused.append(str(exc))
                 self.say(f"BASELINE NOT WRITTEN: {exc}")
                 return result, path, Outcome("skipped", f"baseline not written: {exc}")
+        reproduce = reproduce_lines(result.id, matrix_argument(self.matrix.source, self.matrix.name),
+                                    gpu=self.options.use_cuda, env_changes=verdict.env_changes)
         return result, path, outcome(result, verdict, baseline_error, updating=updating,
                                      baselines_dir=self.options.baselines_dir,
-                                     require_baselines=self.options.require_baselines)
+                                     require_baselines=self.options.require_baselines, reproduce=reproduce)
 
     def recorded_s(self, cell_id: str) -> float | None:
         """How long the cell took when its baseline was measured (for the night's estimate);
@@ -279,9 +282,11 @@ def matrix_sha256(matrix: Matrix) -> str | None:
 
 
 def outcome(result: CellResult, verdict: Verdict, baseline_error: str | None, *, updating: bool,
-            baselines_dir: Path, require_baselines: bool = False) -> Outcome:
+            baselines_dir: Path, require_baselines: bool = False, reproduce: list[str] = ()) -> Outcome:
     """A cell's test outcome from its status and verdict.  With ``--update-baselines`` the
-    figures were just written as the baseline, so nothing is held against them."""
+    figures were just written as the baseline, so nothing is held against them.  A regression
+    or suspect message ends with ``reproduce``: the commands that measure it again."""
+    again = "".join(f"\n  {line}" for line in reproduce)
     if result.status == "skipped":
         return Outcome("skipped", result.reason or "skipped")
     if result.status != "ok":
@@ -291,9 +296,9 @@ def outcome(result: CellResult, verdict: Verdict, baseline_error: str | None, *,
     if baseline_error:
         return Outcome("failed", f"{result.id}: baseline unusable: {baseline_error}")
     if verdict.failed:
-        return Outcome("failed", verdict.message())
+        return Outcome("failed", verdict.message() + (again if verdict.verdict == "regression" else ""))
     if verdict.verdict == "suspect":
-        return Outcome("passed", verdict.message())
+        return Outcome("passed", verdict.message() + again)
     if verdict.verdict == "disturbed":
         reruns = result.metrics.get("disturbed_reruns")
         tried = ("" if reruns is None else f" after {reruns} re-run(s) on a quietened machine" if reruns

@@ -3,12 +3,12 @@ import time
 import pytest
 import torch
 
+from harness.measure.steps import PHASES, StepTimer, phase_figures
 from harness.measure.timing import (
     BatchCount,
     CountingCollator,
     MeasurementError,
     Sampler,
-    StepTimer,
     group_batches,
     summarize_training,
 )
@@ -76,6 +76,34 @@ def test_step_timer_marks_every_step_on_the_cpu():
         timer.on_step_end(None, state, None)
     steps = timer.step_seconds()
     assert len(steps) == 3 and all(s >= 0.009 for s in steps)
+
+
+def test_each_step_is_cut_into_its_phases_which_add_up_to_it():
+    """Sleeps planted in each phase come back in that phase; the phases sum to the step."""
+    timer, state = StepTimer(use_cuda=False, warmup=1), State(3)
+    timer.on_train_begin(None, state, None)
+    for _ in range(3):
+        time.sleep(0.02)  # fetching the batch
+        timer.on_step_begin(None, state, None)
+        time.sleep(0.01)  # forward and backward
+        timer.on_pre_optimizer_step(None, state, None)
+        time.sleep(0.04)  # the optimizer
+        timer.on_optimizer_step(None, state, None)
+        state.global_step += 1
+        timer.on_step_end(None, state, None)
+    phases, steps = timer.phase_seconds(), timer.step_seconds()
+    assert set(phases) == set(PHASES)
+    for i, total in enumerate(steps):
+        assert sum(phases[name][i] for name in PHASES) == pytest.approx(total, rel=1e-9)
+    assert all(0.035 <= t < 0.1 for t in phases["optimizer"]) and all(0.015 <= t < 0.08 for t in phases["data"])
+    figures = phase_figures(phases, warmup=1)
+    assert max(PHASES, key=lambda name: figures[f"phase_{name}_s"]) == "optimizer"
+    assert sum(figures[f"phase_{name}_share"] for name in PHASES) == pytest.approx(1.0)
+    # without the phase callbacks (an older Transformers), steps are timed and phases are unknown
+    bare = StepTimer(use_cuda=False)
+    bare.on_train_begin(None, State(1), None)
+    bare.on_step_end(None, State(1), None)
+    assert bare.phase_seconds() is None and len(bare.step_seconds()) == 1
 
 
 def test_the_timed_window_on_the_host_clock_spans_exactly_the_steps_after_warmup():

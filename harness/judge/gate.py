@@ -20,8 +20,9 @@ from typing import Any
 
 from ..measure import gpu_identity
 from ..measure.env import canonical_name, harness_label
-from ..measure.vocabulary import kind_of
+from ..measure.vocabulary import TRAINING_RATES, kind_of
 from ..results import CellResult
+from .phases import where_it_grew, window_phases
 from .references import PUBLISHED_SEED_STD_POINTS, PUBLISHED_SEED_STD_SOURCE, gating_reference, references_for
 from .stats import QUALITY_METRICS
 from .thresholds import DEFAULT_THRESHOLDS, GATED_METRICS, Threshold, resolve_thresholds
@@ -90,7 +91,10 @@ def speed_findings(
             continue  # e.g. GPU memory figures on a CPU run
         kind = "memory" if kind_of(metric) == "memory" else "speed"
         if window is not None and len(window.values(metric)) >= MIN_POINTS:
-            findings.append(history_finding(metric, kind, float(value), threshold, window, confidence, draws))
+            finding = history_finding(metric, kind, float(value), threshold, window, confidence, draws)
+            grew = where_it_grew(current.metrics, window_phases(window.runs)) if (
+                finding.verdict == "regression" and metric in TRAINING_RATES) else ""
+            findings.append(replace(finding, note=f"{finding.note}; {grew}") if grew else finding)
             continue
         if baseline is None:
             findings.append(Finding(metric, kind, "new", value, threshold=threshold.text))
@@ -109,6 +113,8 @@ def speed_findings(
         if past_threshold and past_noise:
             verdict = "regression" if bad else "improvement"
         note = "past the threshold but within the measured noise" if past_threshold and not past_noise else ""
+        if verdict == "regression" and metric in TRAINING_RATES:  # where the step's time went
+            note = "; ".join(filter(None, (note, where_it_grew(current.metrics, baseline.metrics))))
         findings.append(Finding(metric, kind, verdict, value, base, change, threshold.text, noise, note,
                                 basis="baseline"))
     return findings

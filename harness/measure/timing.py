@@ -5,9 +5,9 @@ Three instruments, each kept out of the hot path:
 * ``CountingCollator`` wraps the training collator and records, per batch, the samples,
   the real (attended) tokens and the padded tokens.  It runs on the CPU tensors the
   collator builds, before anything reaches the device, so it never synchronizes.
-* ``StepTimer`` is a ``TrainerCallback`` that marks the end of every optimizer step: a
-  CUDA event on a GPU (read, with one synchronize, after training), ``perf_counter`` on
-  a CPU.  Nothing else happens per step.
+* ``StepTimer`` (``steps.py``) is a ``TrainerCallback`` that marks the phases and the end of
+  every optimizer step: a CUDA event on a GPU (read, with one synchronize, after training),
+  ``perf_counter`` on a CPU.  Nothing else happens per step.
 * ``Sampler`` is a thread that polls a reading (process RSS; ``nvml.py`` samples the GPU) at a
   fixed interval and keeps the peak.
 
@@ -21,7 +21,6 @@ import math
 import os
 import statistics
 import threading
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -58,98 +57,6 @@ class CountingCollator:
             real, sum_sq = padded, int(input_ids.shape[0]) * int(input_ids.shape[1]) ** 2
         self.batches.append(BatchCount(int(input_ids.shape[0]), real, padded, sum_sq))
         return batch
-
-
-class StepTimer(TrainerCallback):
-    """Marks the start of training, the end of each optimizer step, and the end of each
-    evaluation run during training (whose time is then left out of the next step).
-
-    Besides the per-step marks it takes two synchronized wall-clock readings, at the end of
-    the last warmup step and at the end of the last step: the timed window on the host's
-    clock, a check on the CUDA events over exactly the same steps.  Both sit on the window's
-    edges, so neither synchronization falls inside a timed step."""
-
-    def __init__(self, use_cuda: bool, warmup: int = 0):
-        self.use_cuda = use_cuda
-        self.warmup = warmup
-        self._marks: list[tuple[str, Any]] = []  # ("begin" | "step" | "eval", event or time)
-        self._evals: list[tuple[int, int, dict[str, float]]] = []  # (mark index, global step, metrics)
-        self._training = False
-        self._wall: dict[int, float] = {}  # global step -> synchronized perf_counter at its end
-
-    def _mark(self, kind: str) -> None:
-        if self.use_cuda:
-            import torch
-
-            event = torch.cuda.Event(enable_timing=True)
-            event.record()
-            self._marks.append((kind, event))
-        else:
-            self._marks.append((kind, time.perf_counter()))
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        self._marks, self._evals, self._training, self._wall = [], [], True, {}
-        self._mark("begin")
-        if self.warmup == 0:
-            self._synchronized_wall(0)
-
-    def _synchronized_wall(self, step: int) -> None:
-        if self.use_cuda:
-            import torch
-
-            torch.cuda.synchronize()
-        self._wall[step] = time.perf_counter()
-
-    def on_step_end(self, args, state, control, **kwargs):
-        self._mark("step")
-        if state.global_step == self.warmup or state.global_step == state.max_steps:
-            self._synchronized_wall(state.global_step)
-
-    def timed_wall_seconds(self) -> float | None:
-        """Host seconds from the end of the last warmup step to the end of the last step,
-        synchronized at both ends; None when an evaluation ran in between (its time is on
-        the host's clock but in no step) or a reading is missing."""
-        steps = [i for i, (kind, _) in enumerate(self._marks) if kind == "step"]
-        if len(steps) <= self.warmup or self.warmup not in self._wall or len(steps) not in self._wall:
-            return None
-        first = steps[self.warmup - 1] if self.warmup else 0
-        if any(kind == "eval" for kind, _ in self._marks[first:]):
-            return None
-        return self._wall[len(steps)] - self._wall[self.warmup]
-
-    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
-        if self._training:  # an evaluation inside trainer.train(), not the final one
-            self._mark("eval")
-            self._evals.append((len(self._marks) - 1, state.global_step, dict(metrics or {})))
-
-    def on_train_end(self, args, state, control, **kwargs):
-        self._training = False
-
-    def _gaps(self) -> list[float]:
-        """Seconds from each mark to the next.  Synchronizes once on a GPU."""
-        if self.use_cuda:
-            self._marks[-1][1].synchronize()
-            return [a.elapsed_time(b) / 1000.0 for (_, a), (_, b) in zip(self._marks, self._marks[1:])]
-        return [b - a for (_, a), (_, b) in zip(self._marks, self._marks[1:])]
-
-    def step_seconds(self) -> list[float]:
-        """Duration of each optimizer step, in order; evaluation time is not in any step."""
-        if len(self._marks) < 2:
-            return []
-        return [gap for gap, (kind, _) in zip(self._gaps(), self._marks[1:]) if kind == "step"]
-
-    def eval_curve(self) -> list[dict[str, float]]:
-        """Each evaluation during training: the training seconds before it (evaluations
-        left out), its optimizer step, and its metrics."""
-        if not self._evals:
-            return []
-        gaps = self._gaps()
-        curve = []
-        for index, step, metrics in self._evals:
-            trained = sum(gap for gap, (kind, _) in zip(gaps[:index], self._marks[1 : index + 1]) if kind == "step")
-            numbers = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
-            curve.append({"train_seconds": trained, "step": step, **numbers})
-        return curve
 
 
 class ProgressCallback(TrainerCallback):

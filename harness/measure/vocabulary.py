@@ -54,6 +54,10 @@ PEAK_MEMORY = "peak_memory"
 THROTTLED = "throttled"  # 1 where the GPU throttled during training
 WORLD_SIZE = "world_size"  # processes of a multi-process cell
 REPEATS = "repeats"  # measurements the figures are the median of
+# Where a step's time goes (``steps.PHASES``): mean seconds per timed step, and its share.
+PHASE_NAMES = ("data", "forward_backward", "optimizer", "other")
+PHASE_TIMES = tuple(f"phase_{name}_s" for name in PHASE_NAMES)
+PHASE_LABELS = {"data": "data", "forward_backward": "fwd+bwd", "optimizer": "optimizer", "other": "other"}
 
 FIGURES: dict[str, Figure] = {f.name: f for f in (
     Figure(THROUGHPUT, "samples/s", FALL, "samples/s", "speed", gated=True),
@@ -77,6 +81,8 @@ FIGURES: dict[str, Figure] = {f.name: f for f in (
     Figure(ACHIEVED_TFLOPS, "TFLOP/s", FALL, "TFLOP/s", "efficiency"),
     Figure(ENERGY, "J", RISE, "energy J", "energy"),
     Figure(PEAK_MEMORY, "bytes", RISE, "peak mem", "memory"),
+    *(Figure(f"phase_{name}_s", "s", RISE, f"{PHASE_LABELS[name]} s/step", "time") for name in PHASE_NAMES),
+    *(Figure(f"phase_{name}_share", "fraction", NEITHER, f"{PHASE_LABELS[name]} share", "time") for name in PHASE_NAMES),
 )}
 
 # Threshold-able figures and the way that is a regression.

@@ -9,6 +9,7 @@ import io
 from tabulate import tabulate
 
 from ..judge.gate import noise_of
+from ..judge.phases import side_by_side
 from ..judge.thresholds import relative_limit
 from ..measure.vocabulary import ACCURACY, F1, PEAK_MEMORY, REAL_TOKENS_PER_S, THROUGHPUT, label_of
 from .compare import Comparison, Row, by_axis, figure
@@ -142,6 +143,12 @@ def render(comparison: Comparison, fmt: str = "table", *, only_changed: bool = F
         out.append(f"{'**' if md else ''}Cells on one side only:{'**' if md else ''}")
         out += [f"- {c} (only in old)" for c in comparison.only_old]
         out += [f"- {c} (only in new)" for c in comparison.only_new]
+        out.append("")
+    phases = [(row.new.id, side_by_side(row.old.metrics, row.new.metrics)) for row in comparison.rows]
+    phases = [(cell, text) for cell, text in phases if text]
+    if phases:
+        out.append(f"{'**' if md else ''}Where the step time went{'**' if md else ''} (ms per step, old -> new):")
+        out += [f"- {cell}: {text}" for cell, text in phases]
         out.append("")
     regressions = comparison.regressions()
     out.append(f"{len(comparison.rows)} cells compared: {len(regressions)} slower or out of band, "

@@ -31,8 +31,10 @@ from pathlib import Path
 from typing import Any
 
 from ..judge.gate import env_changes
+from ..judge.phases import side_by_side
 from ..judge.thresholds import relative_limit
 from ..launch import cell_timeout_s, launch_cell
+from ..measure.vocabulary import PHASE_TIMES
 from ..results import CellResult, write_json_atomic, write_result
 from ..sources import Prefetch
 from ..spec import CellSpec
@@ -171,6 +173,7 @@ class ABResult:
     env_b: dict[str, Any]
     verdicts: list[MetricVerdict] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    phases: dict[str, str] = field(default_factory=dict)  # cell -> its step's phases, A -> B (medians)
 
     def changes(self) -> list[str]:
         return env_changes(self.env_a, self.env_b) if self.env_a and self.env_b else []
@@ -182,6 +185,9 @@ class ABResult:
         lines = [f"A: {self.a.describe()}", f"B: {self.b.describe()}", "what differs, B against A:"]
         lines += [f"  {c}" for c in self.changes()] or ["  nothing (an A/A run)"]
         lines += [v.line() for v in self.verdicts]
+        if self.phases:
+            lines.append("where the step time went (ms per step, median of the rounds, A -> B):")
+            lines += [f"  {cell}: {text}" for cell, text in self.phases.items()]
         lines += [f"error: {e}" for e in self.errors]
         lines.append(f"kept: {self.folder}")
         return "\n".join(lines)
@@ -189,7 +195,7 @@ class ABResult:
     def to_dict(self) -> dict[str, Any]:
         return {"run_id": self.run_id, "a": self.a.describe(), "b": self.b.describe(), "env_a": self.env_a,
                 "env_b": self.env_b, "changes": self.changes(), "verdicts": [v.to_dict() for v in self.verdicts],
-                "errors": self.errors}
+                "errors": self.errors, "phases": self.phases}
 
 
 def run_ab(cells: Sequence[CellSpec], a: BuiltEnv, b: BuiltEnv, *, rounds: int = 5, results_dir: Path = Path("results"),
@@ -224,8 +230,21 @@ def run_ab(cells: Sequence[CellSpec], a: BuiltEnv, b: BuiltEnv, *, rounds: int =
     for cell in cells:
         result.verdicts += judge_cell(cell, samples.get(("A", cell.id), []), samples.get(("B", cell.id), []),
                                       confidence)
+        text = side_by_side(median_phases(samples.get(("A", cell.id), [])), median_phases(samples.get(("B", cell.id), [])))
+        if text:
+            result.phases[cell.id] = text
     write_json_atomic(folder / "ab.json", result.to_dict())
     return result
+
+
+def median_phases(runs: list[CellResult]) -> dict[str, float]:
+    """Each phase's median over the rounds that measured it."""
+    out = {}
+    for metric in PHASE_TIMES:
+        values = [float(r.metrics[metric]) for r in runs if r.ok and r.metrics.get(metric) is not None]
+        if values:
+            out[metric] = statistics.median(values)
+    return out
 
 
 def judge_cell(cell: CellSpec, a: list[CellResult], b: list[CellResult],

@@ -6,7 +6,9 @@ per cell of a night (chosen by the cell's batch size; other cells train untouche
 ``transformers.trainer`` is imported, ``Trainer.training_step``
 is wrapped: its STEP-th call faults.  ``fill`` writes the file ``HARNESS_TEST_FILL`` until
 its file system is full (ENOSPC), then trains on: the disk fills while a cell trains.
-With ``HARNESS_TEST_FAULT_ONCE=FILE`` only the first process that reaches that step faults
+``HARNESS_TEST_SLOW=PHASE:SECONDS`` plants a slowdown instead: a sleep before every optimizer
+step (``optimizer``: ``torch.optim.AdamW.step``) or every forward pass (``forward``: before each
+``Trainer.training_step``).  With ``HARNESS_TEST_FAULT_ONCE=FILE`` only the first process that reaches that step faults
 (it creates FILE); later ones train normally, so "the first Trainer of the run" fails and
 the rest of the run is untouched.  With ``HARNESS_TEST_FAULT_FIRED=DIR`` each process that
 faults first creates ``DIR/<its pid>``: a test outside knows the fault has been reached.
@@ -20,6 +22,7 @@ import sys
 import time
 
 _FAULT = os.environ.get("HARNESS_TEST_FAULT")
+_SLOW = os.environ.get("HARNESS_TEST_SLOW")
 _BY_BATCH = dict(part.split("=", 1) for part in os.environ.get("HARNESS_TEST_FAULT_BY_BATCH", "").split(",") if part)
 
 
@@ -65,7 +68,33 @@ def _fill(path: str) -> None:
             sys.stderr.write(f"injected fault: {path} filled its file system ({exc.strerror})\n")
 
 
+def _slow(module) -> None:
+    phase, seconds = _SLOW.split(":")
+    if phase == "optimizer":
+        import torch
+
+        step = torch.optim.AdamW.step
+
+        def slow_step(self, *args, **kwargs):
+            time.sleep(float(seconds))
+            return step(self, *args, **kwargs)
+
+        torch.optim.AdamW.step = slow_step
+    elif phase == "forward":
+        original = module.Trainer.training_step
+
+        def slow_training_step(self, *args, **kwargs):
+            time.sleep(float(seconds))
+            return original(self, *args, **kwargs)
+
+        module.Trainer.training_step = slow_training_step
+
+
 def _patch(module) -> None:
+    if _SLOW:
+        _slow(module)
+    if not (_FAULT or _BY_BATCH):
+        return
     original = module.Trainer.training_step
     calls = {"n": 0}
 
@@ -102,5 +131,5 @@ class _Finder(importlib.abc.MetaPathFinder):
         return spec
 
 
-if _FAULT or _BY_BATCH:
+if _FAULT or _BY_BATCH or _SLOW:
     sys.meta_path.insert(0, _Finder())
