@@ -58,11 +58,19 @@ class BucketedTrainer(Trainer):
 
 
 class HarnessTrainer(BucketedTrainer):
-    """A Trainer whose training dataloader (only) collates through a counting collator."""
+    """A Trainer whose training dataloader (only) collates through a counting collator, and
+    whose every step's loss a divergence guard sees (``measure/numerics.py``)."""
 
-    def __init__(self, *args: Any, train_collator: Any = None, **kwargs: Any):
+    def __init__(self, *args: Any, train_collator: Any = None, guard: Any = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.train_collator = train_collator
+        self.guard = guard
+
+    def training_step(self, *args: Any, **kwargs: Any):
+        loss = super().training_step(*args, **kwargs)
+        if self.guard is not None:
+            self.guard.observe(self.state.global_step + 1, loss)
+        return loss
 
     def get_train_dataloader(self):
         if self.train_collator is None:

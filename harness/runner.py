@@ -24,6 +24,7 @@ from .measure.ceilings import measured_peak_tflops
 from .measure.devices import cuda_device_uuid
 from .measure.env import environment
 from .measure.flops import mfu_figures
+from .measure.numerics import Diverged, DivergenceGuard
 from .measure.nvml import open_sampler
 from .measure.steps import StepTimer, phase_figures
 from .measure.timing import (
@@ -93,10 +94,17 @@ def run_cell(
         )
         counting = CountingCollator(prepared.collator())
         timer = StepTimer(use_cuda=use_cuda, warmup=spec.timing_warmup_steps)
+        guard = DivergenceGuard(use_cuda)
         trainer = prepared.make_trainer(
-            HarnessTrainer, train_collator=counting, callbacks=[timer, ProgressCallback(board), *callbacks]
+            HarnessTrainer, train_collator=counting, guard=guard, callbacks=[timer, ProgressCallback(board), *callbacks]
         )
-        figures, samples = _train_and_evaluate(trainer, prepared, counting, timer, board)
+        try:
+            figures, samples = _train_and_evaluate(trainer, prepared, counting, timer, board)
+        except Diverged as exc:  # stopped at its step: what was measured before it is kept
+            return finish("error", str(exc), provenance=prepared.provenance, metrics={"diverged_at_step": exc.step},
+                          samples={"failure": {"kind": "diverged", "step": exc.step, "loss": exc.value, "why": exc.why},
+                                   "step_seconds": timer.step_seconds(), "step_losses": guard.losses})
+        samples["step_losses"] = guard.losses
         figures["majority_class_accuracy"] = prepared.data.majority_rate
         provenance = {**prepared.provenance, **({"callbacks": callback_sources(spec)} if spec.callbacks else {})}
         env["sources"] = sources_of(provenance, prepared.data)
@@ -145,6 +153,8 @@ def _train_and_evaluate(
         trainer.train()
         _synchronize(use_cuda)
         train_wall = time.perf_counter() - t0
+    if trainer.guard is not None:
+        trainer.guard.finish()  # the last chunk of losses (a GPU's), read after training
 
     accumulation = trainer.args.gradient_accumulation_steps
     step_seconds = timer.step_seconds()

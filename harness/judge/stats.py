@@ -41,7 +41,21 @@ def within_run_noise(step_seconds: Sequence[float], warmup: int) -> float:
     return 2 * statistics.stdev(timed) / math.sqrt(len(timed)) / statistics.fmean(timed)
 
 
-RAW_SAMPLES = ("step_seconds", "step_samples", "step_real_tokens", "step_padded_tokens")
+RAW_SAMPLES = ("step_seconds", "step_samples", "step_real_tokens", "step_padded_tokens", "step_losses")
+
+
+def loss_determinism(curves: Sequence[Sequence[Sequence[float]]]) -> float | None:
+    """The largest relative difference between repeats' loss curves at the same step
+    (``(max - min) / |median|`` per step, the largest over the steps every repeat has): 0.0
+    where the kernels are deterministic; None with fewer than two curves or a non-finite loss."""
+    by_step: dict[int, list[float]] = {}
+    for curve in curves:
+        for step, loss in curve:
+            by_step.setdefault(int(step), []).append(float(loss))
+    shared = [values for values in by_step.values() if len(values) == len(curves)]
+    if len(curves) < 2 or not shared or any(not math.isfinite(v) for values in shared for v in values):
+        return None
+    return max(relative_spread(values) for values in shared)
 HEADLINE_METRIC = THROUGHPUT
 
 
@@ -88,6 +102,10 @@ def fold(results: Sequence[CellResult]) -> CellResult:
         if len(values) >= 2 and len(seeds) >= 2:
             metrics[f"{name}_mean"] = statistics.fmean(values)
             metrics[f"{name}_std"] = statistics.stdev(values)
+    if len(ok) >= 2 and len(seeds) == 1:  # the same seed again: how deterministic the loss curve is
+        determinism = loss_determinism([r.samples["step_losses"] for r in ok if r.samples.get("step_losses")])
+        if determinism is not None and all(r.samples.get("step_losses") for r in ok):
+            metrics["loss_determinism"] = determinism
     samples = dict(head.samples)
     samples["repeats"] = [
         {

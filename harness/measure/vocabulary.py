@@ -46,6 +46,7 @@ STEP_TIME = "step_time_median_s"
 ENERGY_PER_SAMPLE = "energy_per_sample_j"
 MFU = "mfu"
 FINAL_LOSS = "final_train_loss"
+LOSS_DETERMINISM = "loss_determinism"  # same seed, repeats: the largest relative spread of their loss curves
 ACHIEVED_TFLOPS = "achieved_tflops"
 ENERGY = "energy_j"
 # The headline memory figure, read from the first of MEMORY_BY_PREFERENCE a result holds.
@@ -78,6 +79,7 @@ FIGURES: dict[str, Figure] = {f.name: f for f in (
     Figure(ENERGY_PER_SAMPLE, "J", RISE, "J/sample", "energy"),
     Figure(MFU, "fraction", FALL, "MFU", "efficiency"),
     Figure(FINAL_LOSS, "loss", RISE, "loss", "quality"),
+    Figure(LOSS_DETERMINISM, "fraction", RISE, "loss spread", "quality"),
     Figure(ACHIEVED_TFLOPS, "TFLOP/s", FALL, "TFLOP/s", "efficiency"),
     Figure(ENERGY, "J", RISE, "energy J", "energy"),
     Figure(PEAK_MEMORY, "bytes", RISE, "peak mem", "memory"),

@@ -1,7 +1,7 @@
 """Faults injected from outside the harness, into the child processes that train.
 
 Put this folder on PYTHONPATH and set ``HARNESS_TEST_FAULT=KIND:STEP`` (KIND: abort, hang,
-sigkill, raise, exit, fill), or ``HARNESS_TEST_FAULT_BY_BATCH=2=abort:2,3=hang:2`` for a fault
+sigkill, raise, exit, fill, nan, nudge), or ``HARNESS_TEST_FAULT_BY_BATCH=2=abort:2,3=hang:2`` for a fault
 per cell of a night (chosen by the cell's batch size; other cells train untouched).  When
 ``transformers.trainer`` is imported, ``Trainer.training_step``
 is wrapped: its STEP-th call faults.  ``fill`` writes the file ``HARNESS_TEST_FILL`` until
@@ -90,6 +90,20 @@ def _slow(module) -> None:
         module.Trainer.training_step = slow_training_step
 
 
+def _perturb(model, kind: str) -> None:
+    """``nan``: one weight becomes NaN (the loss is NaN from this step on); ``nudge``: every
+    weight moves by 5% of its own size at random (training goes on, its curve departs)."""
+    import torch
+
+    sys.stderr.write(f"injected fault: {kind}\n")
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if kind == "nan":
+                parameter.view(-1)[0] = float("nan")
+                return
+            parameter.add_(torch.randn_like(parameter) * parameter.abs() * 0.05)
+
+
 def _patch(module) -> None:
     if _SLOW:
         _slow(module)
@@ -104,7 +118,10 @@ def _patch(module) -> None:
         if fault:
             kind, step = fault.split(":")
             if calls["n"] == int(step) and _armed():
-                _fault(kind)
+                if kind in ("nan", "nudge"):
+                    _perturb(self.model, kind)
+                else:
+                    _fault(kind)
         return original(self, *args, **kwargs)
 
     module.Trainer.training_step = training_step
