@@ -23,9 +23,14 @@ import pytest
 
 from harness.store.runs import read_manifest
 
+# These nights test what a disturbance does, not speed: a loose threshold keeps a noisy shared
+# machine's -5% from turning the re-run into a suspect (seen in CI: -5.7% against noise 4.7%).
 AXES = """
     padding = ["dynamic"]
     batch_size = [8]
+    [[override]]
+    where = { batch_size = [8] }
+    set = { thresholds = ["train_samples_per_s:-50%"] }
 """
 
 # A whole core, from another process: what a busy CI machine, or an orphan of a killed run, is.
