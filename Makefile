@@ -1,6 +1,6 @@
 # Two commands from a fresh machine:
-#   make bench   the offline CPU suite on real MRPC and real MiniLM weights (about 11 min on 2 cores)
-#   make test    the harness's own tests (about 10 min on 2 cores)
+#   make bench   the offline CPU suite on real MRPC and real MiniLM weights (11 to 20 min on 2 cores)
+#   make test    the harness's own tests (about 30 min on 2 cores)
 # Both create .venv and install the project into it first (once; again when pyproject.toml changes).
 #
 #   make bench GLUE_DIR=/data/glue     where MRPC lies in the GLUE download layout (GLUE_DIR/MRPC/...);
