@@ -237,3 +237,18 @@ def store_url(request, tmp_path):
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'history.db'}"
     return request.getfixturevalue("postgres_server").new_database()
+
+
+def marked_processes(mark: str) -> list:
+    """Every live process whose environment carries ``HARNESS_TEST_RUN_MARK=mark``: whatever
+    a run started inherits it (the zygote, its children, torchrun, the ranks)."""
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.environ().get("HARNESS_TEST_RUN_MARK") == mark and proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(proc)
+        except psutil.Error:
+            continue
+    return found

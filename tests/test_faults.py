@@ -18,8 +18,8 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-import psutil
 import pytest
+from conftest import marked_processes
 
 from harness.store.runs import read_manifest
 
@@ -41,17 +41,23 @@ def hog(seconds: float) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", HOG, str(seconds)])
 
 
-def test_a_night_disturbed_by_a_load_that_stays_fails_where_judgment_was_asked(bench_project):
+def night_under_load(bench_project, seconds: float, *args: str):
+    """A baseline on a quiet machine, then a night that requires judgment while another process
+    keeps a core busy for ``seconds``."""
     bench = bench_project("busy", 30, AXES)
     bench.runpytest("--matrix", "busy", "-p", "no:cacheprovider", "--update-baselines").assert_outcomes(passed=1)
-    load = hog(600)
+    load = hog(seconds)
     try:
         time.sleep(1)
-        result = bench.runpytest("--matrix", "busy", "-p", "no:cacheprovider", "--require-baselines",
-                                 "--max-foreign-load", "0.5", "--quiet-wait", "12")
+        return bench.runpytest("--matrix", "busy", "-p", "no:cacheprovider", "--require-baselines",
+                               "--max-foreign-load", "0.5", *args)
     finally:
         load.kill()
         load.wait()
+
+
+def test_a_night_disturbed_by_a_load_that_stays_fails_where_judgment_was_asked(bench_project):
+    result = night_under_load(bench_project, 600, "--quiet-wait", "12")
     assert result.ret != 0, "a night whose cells could not be judged does not pass"
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*disturbed (other processes used * CPU cores*; waiting up to 12 s*",
@@ -61,16 +67,7 @@ def test_a_night_disturbed_by_a_load_that_stays_fails_where_judgment_was_asked(b
 
 
 def test_a_cell_disturbed_by_a_passing_load_is_measured_again_and_judged(bench_project):
-    bench = bench_project("busy", 30, AXES)
-    bench.runpytest("--matrix", "busy", "-p", "no:cacheprovider", "--update-baselines").assert_outcomes(passed=1)
-    load = hog(8)  # busy through the first measurement, gone before the re-run
-    try:
-        time.sleep(1)
-        result = bench.runpytest("--matrix", "busy", "-p", "no:cacheprovider", "--require-baselines",
-                                 "--max-foreign-load", "0.5", "-k", "not overhead")
-    finally:
-        load.kill()
-        load.wait()
+    result = night_under_load(bench_project, 8, "-k", "not overhead")  # busy through the first measurement only
     result.stdout.fnmatch_lines(["*disturbed (other processes used * CPU cores*; waiting up to 300 s for a quiet "
                                  "machine, then measuring it again (1/2)*"])
     assert result.ret == 0, result.stdout.str()[-3000:]
@@ -120,17 +117,6 @@ def small_disk(tmp_path):
     subprocess.run(["umount", str(where)], check=False)
 
 
-def _marked(mark: str) -> list[psutil.Process]:
-    found = []
-    for proc in psutil.process_iter():
-        try:
-            if proc.environ().get("HARNESS_TEST_RUN_MARK") == mark and proc.status() != psutil.STATUS_ZOMBIE:
-                found.append(proc)
-        except psutil.Error:
-            continue
-    return found
-
-
 def test_a_night_of_faults_costs_each_its_own_cell_keeps_every_other_and_says_what_happened(
         bench_project, small_disk, tmp_path, monkeypatch):
     """Five cells, four faults from outside them: the second cell's worker aborts, the third
@@ -173,14 +159,14 @@ def test_a_night_of_faults_costs_each_its_own_cell_keeps_every_other_and_says_wh
                              "-k", "bs4", f"--results-dir={tmp_path / 'second'}"], cwd=bench.path, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not any("harness.worker" in " ".join(p.cmdline()) for p in _marked(mark)):
+    while time.monotonic() < deadline and not any("harness.worker" in " ".join(p.cmdline()) for p in marked_processes(mark)):
         time.sleep(0.5)
     time.sleep(5)  # into its training steps
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     deadline = time.monotonic() + 30
-    while _marked(mark) and time.monotonic() < deadline:
+    while marked_processes(mark) and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert not _marked(mark), [p.cmdline() for p in _marked(mark)]
+    assert not marked_processes(mark), [p.cmdline() for p in marked_processes(mark)]
     (manifest,) = (tmp_path / "second" / "runs").glob("*/run.json")
     assert read_manifest(manifest)["state"] == "killed"

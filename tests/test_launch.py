@@ -16,6 +16,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from conftest import marked_processes
 
 from harness.launch import cell_timeout_s, default_timeout_s, launch_cell
 from harness.launch.process import run_child
@@ -479,19 +480,6 @@ def test_a_cell_is_judged_from_its_own_cloned_history_and_fails_against_a_faster
 # ---------------------------------------------------------------- nothing outlives the launcher
 
 
-def _marked(mark: str) -> list[psutil.Process]:
-    """Every live process whose environment carries ``HARNESS_TEST_RUN_MARK=mark``: whatever
-    a run started inherits it (the zygote, its children, torchrun, the ranks)."""
-    found = []
-    for proc in psutil.process_iter():
-        try:
-            if proc.environ().get("HARNESS_TEST_RUN_MARK") == mark and proc.status() != psutil.STATUS_ZOMBIE:
-                found.append(proc)
-        except psutil.Error:
-            continue
-    return found
-
-
 def _describe(procs: list[psutil.Process]) -> list[str]:
     out = []
     for proc in procs:
@@ -535,7 +523,7 @@ def test_after_a_sigkill_of_pytest_no_process_of_the_run_is_alive_30_s_later(ben
     )
     try:
         _wait_for_fault(fired, 2 if how == "torchrun" else 1, proc)
-        before = _marked(mark)
+        before = marked_processes(mark)
         names = " ".join(" ".join(p.cmdline()) for p in before)
         if how == "zygote":
             assert "harness.launch.zygote" in names, _describe(before)
@@ -547,16 +535,16 @@ def test_after_a_sigkill_of_pytest_no_process_of_the_run_is_alive_30_s_later(ben
         proc.kill()
         proc.wait()
         killed = time.monotonic()
-        left = _marked(mark)
+        left = marked_processes(mark)
         while left and time.monotonic() - killed < 30:
             time.sleep(0.5)
-            left = _marked(mark)
+            left = marked_processes(mark)
         assert not left, f"alive {time.monotonic() - killed:.0f} s after pytest's SIGKILL: {_describe(left)}"
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-        for stray in _marked(mark):  # a failed assertion leaves nothing behind for the next test
+        for stray in marked_processes(mark):  # a failed assertion leaves nothing behind for the next test
             stray.kill()
     (run,) = (tmp_path / "r" / "runs").iterdir()
     manifest = json.loads((run / "run.json").read_text())
@@ -594,7 +582,7 @@ def test_a_hanging_child_of_a_frozen_launcher_ends_itself_past_its_timeout(tiny_
         gone = time.monotonic()
         assert not hung.is_running() or hung.status() == psutil.STATUS_ZOMBIE, "the hanging child outlived its deadline"
         assert gone <= limit, f"it ended {gone - started:.0f} s after it was launched (timeout {timeout:g} s)"
-        others = [p for p in _marked(mark) if p.pid != proc.pid and "harness.launch.zygote" not in " ".join(p.cmdline())]
+        others = [p for p in marked_processes(mark) if p.pid != proc.pid and "harness.launch.zygote" not in " ".join(p.cmdline())]
         assert not others, f"only the frozen launcher and its idle zygote are left: {_describe(others)}"
         proc.send_signal(signal.SIGCONT)
         reason, _ = proc.communicate(timeout=60)
@@ -603,6 +591,6 @@ def test_a_hanging_child_of_a_frozen_launcher_ends_itself_past_its_timeout(tiny_
         proc.kill()
         proc.wait()
     deadline = time.monotonic() + 30
-    while _marked(mark) and time.monotonic() < deadline:
+    while marked_processes(mark) and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert not _marked(mark), "the zygote died with its launcher"
+    assert not marked_processes(mark), "the zygote died with its launcher"
