@@ -24,7 +24,7 @@ from .measure.ceilings import measured_peak_tflops
 from .measure.devices import cuda_device_uuid
 from .measure.env import environment
 from .measure.flops import mfu_figures
-from .measure.numerics import Diverged, DivergenceGuard
+from .measure.numerics import Diverged, DivergenceGuard, loss_figures
 from .measure.nvml import open_sampler
 from .measure.steps import StepTimer, phase_figures
 from .measure.timing import (
@@ -105,6 +105,7 @@ def run_cell(
                           samples={"failure": {"kind": "diverged", "step": exc.step, "loss": exc.value, "why": exc.why},
                                    "step_seconds": timer.step_seconds(), "step_losses": guard.losses})
         samples["step_losses"] = guard.losses
+        figures.update(loss_figures(guard.losses, spec.timing_warmup_steps))  # the curve, judged in every cell
         figures["majority_class_accuracy"] = prepared.data.majority_rate
         provenance = {**prepared.provenance, **({"callbacks": callback_sources(spec)} if spec.callbacks else {})}
         env["sources"] = sources_of(provenance, prepared.data)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .judge.evidence import gather
+from .judge.numerics import LOWER_PRECISIONS, precision_figures
 from .judge.policy import decide
 from .judge.reproduce import matrix_argument, reproduce_lines
 from .judge.stats import fold
@@ -207,6 +208,8 @@ class BenchmarkRun:
         result = self.measure(cell, count, vary_seed=bool(seeds))
         if result.ok and result.spec.nproc > 1:
             self.add_scaling_efficiency(result)
+        if result.ok and result.spec.precision in LOWER_PRECISIONS:
+            self.add_precision_deviation(result)
         evidence, baseline_error = gather(
             result, baselines_dir=self.options.baselines_dir, history_of=self.mirror.cell_history,
             history_dir=self.mirror.history_dir, window_size=self.matrix.window, confidence=self.matrix.confidence)
@@ -257,6 +260,15 @@ class BenchmarkRun:
     def judged_line(self) -> str:
         """One line: how many cells were judged, how many were not, and why."""
         return judged_summary(self.results)
+
+    def add_precision_deviation(self, result: CellResult) -> None:
+        """Against the fp32 twin measured earlier this night, when there is one: how far the
+        lower precision's loss curve departs from fp32's (``judge/numerics.py``)."""
+        twin = replace(result.spec, precision="fp32", label="")
+        for single in self.results:
+            if single.ok and replace(single.spec, label="") == twin:
+                result.metrics.update(precision_figures(result, single))
+                return
 
     def add_scaling_efficiency(self, result: CellResult) -> None:
         """Against the single-device twin measured earlier in this run, when there is one."""

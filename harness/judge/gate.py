@@ -5,31 +5,25 @@ change is a regression only when it is past its threshold *and* past the measure
 (the larger relative spread of the baseline's repeats and the current repeats; for a
 single repeat of a throughput figure, twice the standard error of its mean step time).
 
-Quality is held against a band.  Its centre is the published reference of the same split
-and metric where one exists (``references.py``), else the cell's own multi-seed baseline
-mean; its width is ``QUALITY_BAND_STD`` standard deviations of the measured seed spread
-(the baseline's, else this run's, else the published MRPC spread, said so).  Only a fall
-below the band fails: a better score than the reference is not a regression.
+Quality is held against a band (``quality.py``); the loss curve of every cell against its
+history or baseline, and a lower precision against its fp32 twin (``numerics.py``).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import replace
 from typing import Any
 
 from ..measure import gpu_identity
 from ..measure.env import canonical_name, harness_label
-from ..measure.vocabulary import TRAINING_RATES, kind_of
+from ..measure.vocabulary import TIME_TO_QUALITY, TRAINING_RATES, kind_of
 from ..results import CellResult
+from .numerics import numerics_findings, precision_findings
 from .phases import where_it_grew, window_phases
-from .references import PUBLISHED_SEED_STD_POINTS, PUBLISHED_SEED_STD_SOURCE, gating_reference, references_for
-from .stats import QUALITY_METRICS
+from .quality import quality_findings, quality_time_figures
 from .thresholds import DEFAULT_THRESHOLDS, GATED_METRICS, Threshold, resolve_thresholds
 from .verdict import Finding, Verdict, number
 from .window import DEFAULT_CONFIDENCE, MIN_POINTS, Window
-
-QUALITY_BAND_STD = 2.0
 
 # ---------------------------------------------------------------- environment
 
@@ -89,7 +83,7 @@ def speed_findings(
         value = current.metrics.get(metric)
         if value is None:
             continue  # e.g. GPU memory figures on a CPU run
-        kind = "memory" if kind_of(metric) == "memory" else "speed"
+        kind = kind_of(metric) if kind_of(metric) in ("memory", "quality") else "speed"
         if window is not None and len(window.values(metric)) >= MIN_POINTS:
             finding = history_finding(metric, kind, float(value), threshold, window, confidence, draws)
             grew = where_it_grew(current.metrics, window_phases(window.runs)) if (
@@ -199,77 +193,6 @@ def invariant_findings(current: CellResult, reference: CellResult | None) -> lis
     return findings
 
 
-# ---------------------------------------------------------------- quality
-
-
-def _points(metrics: dict[str, Any], name: str) -> float | None:
-    value = metrics.get(f"{name}_mean", metrics.get(name))
-    return None if value is None else 100.0 * float(value)
-
-
-def _seed_std(metrics: dict[str, Any], name: str) -> float | None:
-    std = metrics.get(f"{name}_std")
-    return None if std is None else 100.0 * float(std)
-
-
-def quality_findings(current: CellResult, baseline: CellResult | None) -> list[Finding]:
-    if not current.spec.full_finetune:
-        return []
-    spec = current.spec
-    findings = []
-    for name in QUALITY_METRICS:
-        short = name.removeprefix("eval_")
-        value = _points(current.metrics, name)
-        if value is None:
-            continue
-        ref = gating_reference(spec.checkpoint, spec.task, short, split="dev")
-        std, std_source = None, ""
-        if baseline is not None and _seed_std(baseline.metrics, name) is not None:
-            std, std_source = _seed_std(baseline.metrics, name), f"baseline's {baseline.metrics.get('repeats')} seeds"
-        elif _seed_std(current.metrics, name) is not None:
-            std, std_source = _seed_std(current.metrics, name), f"this run's {current.metrics.get('repeats')} seeds"
-        if ref is not None:
-            centre, centre_source = ref.value, f"{ref.model} {ref.split} {short} {ref.value} ({ref.source})"
-        elif baseline is not None and _seed_std(baseline.metrics, name) is not None:
-            centre, centre_source = _points(baseline.metrics, name), f"own {baseline.metrics.get('repeats')}-seed baseline mean"
-        else:
-            others = [
-                f"{r.split} {r.metric} {r.value} ({r.source})"
-                for r in references_for(spec.checkpoint, spec.task)
-                if r.metric == short
-            ]
-            why = "no dev-split reference and no multi-seed baseline (run --seeds N --update-baselines)"
-            if others:
-                why += "; published for another split, not gated: " + ", ".join(others)
-            findings.append(Finding(name, "quality", "unchecked", value, note=f"{name} {value:.2f}: {why}", basis="none"))
-            continue
-        if std is None:
-            std, std_source = PUBLISHED_SEED_STD_POINTS, f"published spread: {PUBLISHED_SEED_STD_SOURCE}"
-        lower = centre - QUALITY_BAND_STD * std
-        distance = value - centre
-        sigmas = distance / std if std > 0 else math.inf
-        verdict = "regression" if value < lower else "pass"
-        reached = time_to_quality(current.samples.get("eval_curve") or [], name, lower)
-        note = (
-            f"{name} {value:.2f} is {distance:+.2f} points ({sigmas:+.1f} std) from {centre_source}; "
-            f"band >= {lower:.2f} ({QUALITY_BAND_STD:g} x std {std:.2f}, {std_source})"
-        )
-        if reached is not None:
-            note += f"; reached the band after {reached:.1f} s of training"
-        findings.append(Finding(name, "quality", verdict, value, centre, distance, f">= {lower:.2f}", std, note,
-                                basis="band"))
-    return findings
-
-
-def time_to_quality(curve: list[dict[str, Any]], metric: str, lower_points: float) -> float | None:
-    """Training seconds (evaluations left out) until ``metric`` first reached ``lower_points``."""
-    for point in curve:
-        value = point.get(metric)
-        if value is not None and 100.0 * value >= lower_points:
-            return float(point["train_seconds"])
-    return None
-
-
 # ---------------------------------------------------------------- the verdict
 
 
@@ -294,12 +217,20 @@ def judge(
         return Verdict(current.id, "error", note=f"{current.status}: {current.reason}")
     thresholds = resolve_thresholds(DEFAULT_THRESHOLDS, matrix_thresholds, current.spec.thresholds)
     reference = baseline or (window.runs[-1] if window is not None and window.runs else None) or elsewhere
+    quality = quality_findings(current, baseline or (elsewhere if reference is elsewhere else None))
+    if TIME_TO_QUALITY not in current.metrics:  # the time its quality took to reach the band: gated as speed is
+        current.metrics.update(quality_time_figures(current, quality))
+    speed = speed_findings(current, baseline, thresholds, window, confidence, draws)
+    judged_by_history = any(f.basis == "history" for f in speed)
+    env_reference = window.runs[-1] if judged_by_history else baseline
+    changes = env_changes(env_reference.env, current.env) if env_reference is not None else []
     findings = (
-        speed_findings(current, baseline, thresholds, window, confidence, draws)
+        speed
         + invariant_findings(current, reference)
-        + quality_findings(current, baseline or (elsewhere if reference is elsewhere else None))
+        + quality
+        + numerics_findings(current, baseline, window, same_environment=env_reference is not None and not changes)
+        + precision_findings(current)
     )
-    judged_by_history = any(f.basis == "history" for f in findings)
     disturbed = current.metrics.get("disturbed")
     if disturbed:  # another load shared the machine: speed says nothing about the code
         findings = [
@@ -318,8 +249,6 @@ def judge(
         overall = "improvement"
     else:
         overall = "pass"
-    env_reference = window.runs[-1] if judged_by_history else baseline
-    changes = env_changes(env_reference.env, current.env) if env_reference is not None else []
     if judged_by_history:
         baseline_source = window.describe()
     note = f"disturbed: {disturbed}; its speed is not judged" if disturbed else ""

@@ -17,7 +17,16 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from ..measure.vocabulary import ALLOCATED, DEVICE_USED, GATED, RESERVED, RSS, THROUGHPUT
+from ..measure.vocabulary import (
+    ALLOCATED,
+    DEVICE_USED,
+    GATED,
+    RESERVED,
+    RSS,
+    SAMPLES_TO_QUALITY,
+    THROUGHPUT,
+    TIME_TO_QUALITY,
+)
 
 # metric -> the direction that is bad (-1: a fall, +1: a rise), from the vocabulary
 GATED_METRICS = GATED
@@ -30,6 +39,9 @@ DEFAULT_THRESHOLDS: tuple[str, ...] = (
     f"{ALLOCATED}:+5%",
     f"{RESERVED}:+5%",
     f"{DEVICE_USED}:+5%",
+    # full fine-tunes: an epoch more to reach the quality target (evaluations are per epoch)
+    f"{TIME_TO_QUALITY}:+50%",
+    f"{SAMPLES_TO_QUALITY}:+50%",
 )
 
 _UNITS = {"": 1, "B": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3}

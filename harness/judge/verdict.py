@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from ..measure.vocabulary import THROUGHPUT
+from ..measure.vocabulary import QUALITY, THROUGHPUT
 
 # What a cell's verdict can be, and which of them mean the cell was judged.
 JUDGED = ("pass", "regression", "improvement", "suspect")
@@ -31,7 +31,7 @@ BASES = (
 @dataclass(frozen=True)
 class Finding:
     metric: str
-    kind: str  # "speed", "memory", "quality" or "invariant"
+    kind: str  # "speed", "memory", "quality", "numerics" or "invariant"
     verdict: str  # "pass", "regression", "improvement", "new", "suspect" or "unchecked"
     current: float | None
     baseline: float | None = None
@@ -43,7 +43,7 @@ class Finding:
     basis: str = "none"  # what it was held against: one of BASES
 
     def line(self) -> str:
-        if self.kind == "quality":
+        if self.kind == "quality" and self.metric in QUALITY:  # accuracy, F1: the band's own sentence
             return self.note
         if self.baseline is None or self.change is None:
             return f"{self.metric}: {number(self.current)} ({self.note or 'no baseline'})"

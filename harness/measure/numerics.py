@@ -23,6 +23,38 @@ FACTOR = 10.0  # a loss this many times its start has diverged (2-class cross-en
 START_STEPS = 3  # the start: the mean loss of the first steps
 
 
+SMOOTH = 12  # steps: a loss curve is compared as its running mean over this many steps
+LAST_STEPS = 12  # the curve's end: the mean loss of its last steps
+
+
+def step_curve(losses: list[list[float]] | list[tuple[int, float]]) -> dict[int, float]:
+    """Each optimizer step's loss (the mean of its micro-batches'), from ``[step, loss]`` pairs."""
+    by_step: dict[int, list[float]] = {}
+    for step, loss in losses:
+        by_step.setdefault(int(step), []).append(float(loss))
+    return {step: math.fsum(values) / len(values) for step, values in sorted(by_step.items())}
+
+
+def smoothed(curve: dict[int, float], window: int = SMOOTH) -> dict[int, float]:
+    """The running mean over the last ``window`` steps, at each step from the ``window``-th on
+    (every step when the curve is shorter)."""
+    steps = sorted(curve)
+    window = min(window, len(steps)) or 1
+    return {steps[i]: math.fsum(curve[s] for s in steps[i - window + 1:i + 1]) / window
+            for i in range(window - 1, len(steps))}
+
+
+def loss_figures(losses: list[list[float]], warmup: int) -> dict[str, float]:
+    """The loss curve summarised over the timed steps (after ``warmup``): its mean
+    (``train_loss_mean``) and the mean of its last ``LAST_STEPS`` steps (``train_loss_last``)."""
+    curve = step_curve(losses)
+    timed = [loss for step, loss in curve.items() if step > warmup] or list(curve.values())
+    if not timed or not all(map(math.isfinite, timed)):
+        return {}
+    last = timed[-LAST_STEPS:]
+    return {"train_loss_mean": math.fsum(timed) / len(timed), "train_loss_last": math.fsum(last) / len(last)}
+
+
 class Diverged(RuntimeError):
     """Training diverged: the step, the loss and why."""
 

@@ -19,7 +19,7 @@ class Figure:
     unit: str
     worse: int  # FALL: a fall is worse (throughput, quality); RISE: a rise is (time, memory); NEITHER
     label: str  # a table's column heading
-    kind: str  # "speed", "memory", "time", "quality", "energy", "efficiency" or "count"
+    kind: str  # "speed", "memory", "time", "quality", "numerics", "energy", "efficiency" or "count"
     gated: bool = False  # a threshold may name it (``judge/thresholds.py``)
 
     @property
@@ -47,6 +47,11 @@ ENERGY_PER_SAMPLE = "energy_per_sample_j"
 MFU = "mfu"
 FINAL_LOSS = "final_train_loss"
 LOSS_DETERMINISM = "loss_determinism"  # same seed, repeats: the largest relative spread of their loss curves
+LOSS_MEAN = "train_loss_mean"  # the mean loss over the timed steps
+LOSS_LAST = "train_loss_last"  # the mean loss of the curve's last steps
+PRECISION_DEVIATION = "precision_deviation"  # fp16/bf16: the largest relative deviation from the fp32 twin's curve
+TIME_TO_QUALITY = "time_to_quality_s"  # full fine-tunes: training seconds until accuracy and F1 reach their band
+SAMPLES_TO_QUALITY = "samples_to_quality"  # and the training samples
 ACHIEVED_TFLOPS = "achieved_tflops"
 ENERGY = "energy_j"
 # The headline memory figure, read from the first of MEMORY_BY_PREFERENCE a result holds.
@@ -79,7 +84,12 @@ FIGURES: dict[str, Figure] = {f.name: f for f in (
     Figure(ENERGY_PER_SAMPLE, "J", RISE, "J/sample", "energy"),
     Figure(MFU, "fraction", FALL, "MFU", "efficiency"),
     Figure(FINAL_LOSS, "loss", RISE, "loss", "quality"),
-    Figure(LOSS_DETERMINISM, "fraction", RISE, "loss spread", "quality"),
+    Figure(LOSS_DETERMINISM, "fraction", RISE, "loss spread", "numerics"),
+    Figure(LOSS_MEAN, "loss", NEITHER, "mean loss", "numerics"),
+    Figure(LOSS_LAST, "loss", NEITHER, "last loss", "numerics"),
+    Figure(PRECISION_DEVIATION, "fraction", RISE, "vs fp32", "numerics"),
+    Figure(TIME_TO_QUALITY, "s", RISE, "s to quality", "quality", gated=True),
+    Figure(SAMPLES_TO_QUALITY, "samples", RISE, "samples to quality", "quality", gated=True),
     Figure(ACHIEVED_TFLOPS, "TFLOP/s", FALL, "TFLOP/s", "efficiency"),
     Figure(ENERGY, "J", RISE, "energy J", "energy"),
     Figure(PEAK_MEMORY, "bytes", RISE, "peak mem", "memory"),
