@@ -58,3 +58,46 @@ def test_a_regression_ends_with_the_commands_that_measure_it_again():
         "the upgrade side by side: python -m harness ab transformers==4.46.3 transformers==5.24.0 "
         "--matrix nightly -k mrpc-x-bs8-fp16 --gpu",
     ]
+
+
+def test_two_cells_slowed_in_the_forward_pass_after_one_upgrade_are_one_alert(bench_project, monkeypatch):
+    bench = bench_project("cause", 12, "batch_size = [4, 8]\n")
+    bench.runpytest("--matrix", "cause", "-p", "no:cacheprovider", "--update-baselines").assert_outcomes(passed=2)
+    # The baselines were measured under another transformers: the one change between them and tonight.
+    for path in (bench.path / "results" / "baselines").glob("*/mrpc-*.json"):
+        document = json.loads(path.read_text())
+        for table in ("libraries", "packages"):
+            document["env"][table]["transformers"] = "4.0.0"
+        path.write_text(json.dumps(document))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(FAULTS), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setenv("HARNESS_TEST_SLOW", "forward:0.05")  # 50 ms before every forward pass, from outside
+    result = bench.runpytest("--matrix", "cause", "-p", "no:cacheprovider", "--confirm", "1")
+    result.assert_outcomes(failed=2)  # each regressed cell still fails on its own
+    lines = result.stdout.str().splitlines()
+    start = lines.index("by cause:")
+    (group,) = [line for line in lines[start + 1:] if line.startswith("  transformers 4.0.0 -> ")]
+    assert ": 2 cells slower, " in group and "in fwd+bwd: " in group, group
+    assert "-dynamic-bs4-fp32" in group and "-dynamic-bs8-fp32" in group, group
+
+
+def test_causes_group_by_software_change_and_name_the_machine_when_no_software_changed():
+    from harness.judge.causes import group_by_cause, split_changes
+    from harness.judge.verdict import Finding, Verdict
+    from harness.results import CellResult
+    from harness.spec import CellSpec
+
+    def bad(batch, change, env_changes, grew=("forward_backward",), verdict="regression"):
+        spec = CellSpec(batch_size=batch, max_steps=10)
+        finding = Finding("train_samples_per_s", "speed", verdict, 90.0, 100.0, change, "-5%", 0.01, grew=grew)
+        return CellResult(spec=spec, status="ok", run_id="r", env={}, metrics={},
+                          verdict=Verdict(spec.id, verdict, [finding], env_changes))
+
+    upgrade = ["transformers 5.23.0 -> 5.24.0"]
+    reboot = ["booted 2026-11-29T03:00Z -> 2026-11-30T02:10Z (the machine restarted)", "gpu0.power_limit_w 700 -> 500"]
+    causes = group_by_cause([bad(8, -0.06, upgrade), bad(16, -0.09, upgrade), bad(32, -0.07, upgrade),
+                             bad(64, -0.2, reboot, grew=("optimizer",), verdict="suspect")])
+    assert [len(c.cells) for c in causes] == [3, 1]
+    assert causes[0].line().startswith("transformers 5.23.0 -> 5.24.0: 3 cells slower, 6%-9% (median 7%), in fwd+bwd: ")
+    assert causes[1].line().startswith("no change in the software (the machine: booted 2026-11-29T03:00Z -> ")
+    assert "gpu0.power_limit_w 700 -> 500" in causes[1].line() and "(1 suspect, not confirmed)" in causes[1].line()
+    assert split_changes(upgrade + reboot) == (tuple(upgrade), tuple(reboot))

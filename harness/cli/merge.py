@@ -30,6 +30,7 @@ def main_merge(sources: Sequence[Path], *, into: Path, night: str | None, store_
                fmt: str = "table") -> int:
     """The merged night printed: exit 0 when every selected cell ran once and none failed,
     1 when a cell failed or the night is incomplete."""
+    from ..judge.causes import cause_lines
     from ..report.summary import judged_summary
     from ..report.tables import summary_table
     from ..store import open_store
@@ -43,6 +44,8 @@ def main_merge(sources: Sequence[Path], *, into: Path, night: str | None, store_
     print(found.describe())
     print(summary_table(sorted(found.results, key=lambda r: r.id), tablefmt="github" if fmt == "markdown" else "simple"))
     print(judged_summary(found.results))
+    for line in cause_lines(found.results):  # one line per cause: the cells that went bad the same way
+        print(line)
     for problem in found.problems:
         print(f"INCOMPLETE NIGHT: {problem}")
     failed = [r.id for r in found.results if failing(r)]

@@ -26,6 +26,7 @@ from typing import Any
 from ..results import CellResult, ResultsError
 from ..store import Store, is_url, open_store
 from ..store.base import skipped_line
+from .causes import change_cause_lines
 from .gate import env_changes
 
 METRICS = ("train_samples_per_s", "real_tokens_per_s", "peak_rss_bytes", "peak_mem_reserved_bytes",
@@ -170,4 +171,5 @@ def render(changes: list[Change], fmt: str = "table", *, skipped: Sequence[str] 
     rows = [[c.cell, c.metric, c.hardware_key, c.first_run, f"{c.change:+.1%}", f"{c.noise:.1%}",
              "; ".join(c.env_changes) or "-"] for c in changes]
     headers = ["cell", "metric", "hardware", "first run of the new level", "change", "night noise", "what changed"]
-    return tabulate(rows, headers=headers) + "\n" + tail
+    causes = "".join(f"{line}\n" for line in change_cause_lines(changes))
+    return tabulate(rows, headers=headers) + "\n" + causes + tail

@@ -19,7 +19,7 @@ from ..measure.env import canonical_name, harness_label
 from ..measure.vocabulary import TIME_TO_QUALITY, TRAINING_RATES, kind_of
 from ..results import CellResult
 from .numerics import numerics_findings, precision_findings
-from .phases import where_it_grew, window_phases
+from .phases import grown_phases, where_it_grew, window_phases
 from .quality import quality_findings, quality_time_figures
 from .thresholds import DEFAULT_THRESHOLDS, GATED_METRICS, Threshold, resolve_thresholds
 from .verdict import Finding, Verdict, number
@@ -60,6 +60,8 @@ def env_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     if isinstance(a, dict) and isinstance(b, dict):  # the data's and the weights' resolved revisions
         out += [f"{name} {a.get(name) or '(none)'} -> {b.get(name) or '(none)'}" for name in sorted(set(a) | set(b))
                 if a.get(name) != b.get(name)]
+    if old.get("boot_id") and new.get("boot_id") and old["boot_id"] != new["boot_id"]:  # a reboot is a change
+        out.append(f"booted {old.get('booted_at')} -> {new.get('booted_at')} (the machine restarted)")
     if harness_label(old) != harness_label(new):
         out.append(f"harness {str(harness_label(old))[:24]} -> {str(harness_label(new))[:24]}")
     if "matrix_sha256" in old and "matrix_sha256" in new and old["matrix_sha256"] != new["matrix_sha256"]:
@@ -86,9 +88,12 @@ def speed_findings(
         kind = kind_of(metric) if kind_of(metric) in ("memory", "quality") else "speed"
         if window is not None and len(window.values(metric)) >= MIN_POINTS:
             finding = history_finding(metric, kind, float(value), threshold, window, confidence, draws)
-            grew = where_it_grew(current.metrics, window_phases(window.runs)) if (
-                finding.verdict == "regression" and metric in TRAINING_RATES) else ""
-            findings.append(replace(finding, note=f"{finding.note}; {grew}") if grew else finding)
+            if metric in TRAINING_RATES and (finding.verdict == "regression" or finding.crossed):
+                reference = window_phases(window.runs)
+                grew = where_it_grew(current.metrics, reference) if finding.verdict == "regression" else ""
+                finding = replace(finding, note=f"{finding.note}; {grew}" if grew else finding.note,
+                                  grew=grown_phases(current.metrics, reference))
+            findings.append(finding)
             continue
         if baseline is None:
             findings.append(Finding(metric, kind, "new", value, threshold=threshold.text))
@@ -107,10 +112,12 @@ def speed_findings(
         if past_threshold and past_noise:
             verdict = "regression" if bad else "improvement"
         note = "past the threshold but within the measured noise" if past_threshold and not past_noise else ""
+        grew: tuple[str, ...] = ()
         if verdict == "regression" and metric in TRAINING_RATES:  # where the step's time went
             note = "; ".join(filter(None, (note, where_it_grew(current.metrics, baseline.metrics))))
+            grew = grown_phases(current.metrics, baseline.metrics)
         findings.append(Finding(metric, kind, verdict, value, base, change, threshold.text, noise, note,
-                                basis="baseline"))
+                                basis="baseline", grew=grew))
     return findings
 
 

@@ -31,11 +31,20 @@ def phase_changes(current: Mapping[str, Any], reference: Mapping[str, Any]) -> l
             for name in PHASE_NAMES if now[name] is not None and then[name] is not None]
 
 
-def where_it_grew(current: Mapping[str, Any], reference: Mapping[str, Any]) -> str:
-    """The phases that grew, largest first; "" when neither side recorded phases or none grew."""
+def _grown(current: Mapping[str, Any], reference: Mapping[str, Any]) -> list[tuple[str, float, float, float]]:
     rows = [(name, now, then, share) for name, now, then, share in phase_changes(current, reference)
             if now > then and (then <= 0 or (now - then) / then > GREW)]
-    rows.sort(key=lambda row: row[1] - row[2], reverse=True)
+    return sorted(rows, key=lambda row: row[1] - row[2], reverse=True)
+
+
+def grown_phases(current: Mapping[str, Any], reference: Mapping[str, Any]) -> tuple[str, ...]:
+    """The names of the phases that grew, largest growth first."""
+    return tuple(row[0] for row in _grown(current, reference))
+
+
+def where_it_grew(current: Mapping[str, Any], reference: Mapping[str, Any]) -> str:
+    """The phases that grew, largest first; "" when neither side recorded phases or none grew."""
+    rows = _grown(current, reference)
     parts = [f"{PHASE_LABELS[name]} {(now - then) * 1000:+.1f} ms/step "
              f"({'+inf' if then <= 0 else f'{(now - then) / then:+.0%}'}, now {share:.0%} of the step)"
              for name, now, then, share in rows]

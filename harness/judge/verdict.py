@@ -41,6 +41,7 @@ class Finding:
     note: str = ""
     crossed: bool = False  # past its threshold the bad way (whatever the noise or interval said)
     basis: str = "none"  # what it was held against: one of BASES
+    grew: tuple[str, ...] = ()  # a slower training rate: the phases of the step that grew, largest first
 
     def line(self) -> str:
         if self.kind == "quality" and self.metric in QUALITY:  # accuracy, F1: the band's own sentence
@@ -58,6 +59,7 @@ class Finding:
         values = {k: v for k, v in data.items() if k in known}
         if "basis" not in data:  # documents written before findings carried their basis
             values["basis"] = _basis_of_old(data)
+        values["grew"] = tuple(values.get("grew") or ())
         return cls(**values)
 
 

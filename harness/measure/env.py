@@ -17,6 +17,7 @@ import platform
 import re
 import subprocess
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -158,12 +159,26 @@ def environment() -> dict[str, Any]:
         "threads": thread_settings(),
         "torch_build": torch_build(),
         "cpu_clock": cpu_clock(),
+        **boot(),
     }
     env["harness_commit"] = env["harness"]["commit"]
     env["packages"] = installed_packages()
     env["packages_sha256"] = packages_hash(env["packages"])
     env["hardware_key"] = hardware_key(env)
     return env
+
+
+def boot() -> dict[str, str]:
+    """This boot of the machine: the kernel's id for it, and when it booted (to the minute)."""
+    out = {}
+    try:
+        out["boot_id"] = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        btime = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                     if line.startswith("btime "))
+        out["booted_at"] = datetime.fromtimestamp(btime, timezone.utc).strftime("%Y-%m-%dT%H:%MZ")
+    except (OSError, StopIteration, ValueError):  # not Linux, or no /proc: no boot to compare
+        pass
+    return out
 
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS",

@@ -28,8 +28,18 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from ..judge.causes import group_by_cause
 from ..judge.window import Window
-from ..measure.vocabulary import ACCURACY, F1, THROUGHPUT
+from ..measure.vocabulary import (
+    ACCURACY,
+    F1,
+    LOSS_DETERMINISM,
+    LOSS_MEAN,
+    PHASE_NAMES,
+    PRECISION_DEVIATION,
+    THROUGHPUT,
+    TIME_TO_QUALITY,
+)
 from ..results import CellResult, ResultsError
 from ..store import Store, is_url, open_store
 from ..store.files import FolderStore
@@ -64,9 +74,26 @@ def verdict_rows(latest: list[CellResult], windows: dict[str, tuple[Window | Non
             "baseline_source": source, "change": change, "threshold": (finding.threshold if finding else None) or "",
             "noise": noise, "memory": peak_memory(r)[1], "accuracy": quality_value(r, ACCURACY),
             "f1": quality_value(r, F1), "note": (r.reason or (r.verdict.note if r.verdict is not None else ""))[:160],
+            "phases": phase_text(r.metrics), "loss": finite(r.metrics.get(LOSS_MEAN)),
+            "determinism": finite(r.metrics.get(LOSS_DETERMINISM)),
+            "vs_fp32": finite(r.metrics.get(PRECISION_DEVIATION)), "to_quality": finite(r.metrics.get(TIME_TO_QUALITY)),
             **{axis: axis_value(r, axis) for axis in AXES},
         })
     return rows
+
+
+def phase_text(metrics: dict[str, Any]) -> str:
+    """Each phase's ms per timed step, ``2.1 / 30.4 / 10.0 / 0.5``; "" where none was recorded."""
+    values = [finite(metrics.get(f"phase_{name}_s")) for name in PHASE_NAMES]
+    return "" if all(v is None for v in values) else " / ".join("-" if v is None else f"{v * 1000:.1f}" for v in values)
+
+
+def _causes(latest: list[CellResult]) -> str:
+    causes = group_by_cause(latest)
+    if not causes:
+        return ""
+    return ("<h3>By cause</h3><ul id='causes'>" + "".join(f"<li>{html.escape(c.line())}</li>" for c in causes)
+            + "</ul>")
 
 
 def _fmt(value: float | None, spec: str) -> str:
@@ -76,7 +103,8 @@ def _fmt(value: float | None, spec: str) -> str:
 def _table(rows: list[dict[str, Any]]) -> str:
     head = [("cell", "s"), ("verdict", "s"), (SERIES["speed"], "n"), ("baseline", "n"), ("change", "n"),
             ("threshold", "s"), ("noise", "n"), (SERIES["memory"], "n"), (SERIES["accuracy"], "n"),
-            (SERIES["f1"], "n"), ("run", "s"), ("note", "s")]
+            (SERIES["f1"], "n"), ("ms/step: data, fwd+bwd, optimizer, other", "s"), ("mean loss", "n"),
+            ("loss spread of repeats", "n"), ("loss vs fp32", "n"), ("s to quality", "n"), ("run", "s"), ("note", "s")]
     out = ["<table id='verdicts' class='sortable'><thead><tr>"
            + "".join(f"<th data-kind='{k}' class='{k}' title='click to sort'>{h}</th>" for h, k in head)
            + "</tr></thead><tbody>"]
@@ -95,6 +123,11 @@ def _table(rows: list[dict[str, Any]]) -> str:
             (r["memory"], _fmt(r["memory"] / 2**20 if r["memory"] is not None else None, ".0f")),
             (r["accuracy"], _fmt(r["accuracy"], ".3f") if r["accuracy"] is not None else "chance" if r["value"] else ""),
             (r["f1"], _fmt(r["f1"], ".3f")),
+            (r["phases"], html.escape(r["phases"])),
+            (r["loss"], _fmt(r["loss"], ".4f")),
+            (r["determinism"], _fmt(r["determinism"], ".2g")),
+            (r["vs_fp32"], _fmt(r["vs_fp32"], ".1%")),
+            (r["to_quality"], _fmt(r["to_quality"], ".0f")),
             (r["run"], html.escape(r["run"])),
             (r["note"], html.escape(r["note"])),
         ]
@@ -210,7 +243,7 @@ def build_report(source: Store | str | Path, *, results_dir: str | Path | None =
     parts += ["<h2>Latest verdicts</h2>", f"<p class='count' id='count'>{html.escape(count_line(rows))}</p>",
               "<p>The newest result of every cell (samples/s against its baseline or, where it has none, the median "
               "of its gate window), and the run it came from. Click a column to sort.</p>",
-              _filters(rows), _table(rows)]
+              _causes(latest), _filters(rows), _table(rows)]
     if isinstance(accepted, str):
         parts.append(f"<p class='partial'>{html.escape(accepted)}</p>")
     elif accepted:
