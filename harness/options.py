@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from .launch.watch import FOREIGN_CORES_PER_CORE, MIN_MAX_FOREIGN_CORES
+from .measure.profile import DEFAULT_STEPS
 from .project import matrix_path as find_matrix
 from .project import project_root
 from .session import RunOptions
@@ -152,4 +153,5 @@ def run_options(config: pytest.Config, *, use_cuda: bool) -> RunOptions:
         trainer_progress=bool(get("trainer_progress")), glue_dir=glue_dir_from_env(),
         require_baselines=bool(get("require_baselines")), store=get("store"), shard=get("shard"),
         night=get("night"), disturbed_retries=get("disturbed_retries"), quiet_wait_s=get("quiet_wait"),
+        profile=get("profile") is not None, profile_steps=get("profile") or DEFAULT_STEPS,
     )

@@ -26,6 +26,7 @@ from .measure.env import environment
 from .measure.flops import mfu_figures
 from .measure.numerics import Diverged, DivergenceGuard, loss_figures
 from .measure.nvml import open_sampler
+from .measure.profile import ProfileCallback, requested_steps
 from .measure.steps import StepTimer, phase_figures
 from .measure.timing import (
     CountingCollator,
@@ -95,9 +96,18 @@ def run_cell(
         counting = CountingCollator(prepared.collator())
         timer = StepTimer(use_cuda=use_cuda, warmup=spec.timing_warmup_steps)
         guard = DivergenceGuard(use_cuda)
+        profiling = [ProfileCallback(use_cuda, spec.timing_warmup_steps, steps)] if (steps := requested_steps()) else []
         trainer = prepared.make_trainer(
-            HarnessTrainer, train_collator=counting, guard=guard, callbacks=[timer, ProgressCallback(board), *callbacks]
+            HarnessTrainer, train_collator=counting, guard=guard,
+            callbacks=[timer, ProgressCallback(board), *profiling, *callbacks],
         )
+        if profiling:  # an execution of its own: a few steps under the profiler, nothing timed
+            trainer.train()
+            table = profiling[0].table
+            if table is None:
+                return finish("error", f"the cell trained fewer than {spec.timing_warmup_steps + steps} steps: "
+                                       "nothing to profile after its warmup", provenance=prepared.provenance)
+            return finish("ok", provenance=prepared.provenance, samples={"profile": table})
         try:
             figures, samples = _train_and_evaluate(trainer, prepared, counting, timer, board)
         except Diverged as exc:  # stopped at its step: what was measured before it is kept

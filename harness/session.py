@@ -16,13 +16,16 @@ from pathlib import Path
 
 from .judge.evidence import gather
 from .judge.numerics import LOWER_PRECISIONS, precision_figures
-from .judge.policy import decide
+from .judge.ops import profile_line
+from .judge.policy import Evidence, decide
 from .judge.reproduce import matrix_argument, reproduce_lines
 from .judge.stats import fold
 from .judge.verdict import Verdict
 from .launch import cell_timeout_s, launch_cell
 from .launch.quiet import QUIET_WINDOW_S, wait_for_quiet
 from .matrix import Matrix
+from .measure.profile import DEFAULT_STEPS, STEPS_VARIABLE
+from .outcome import Outcome, confirmed_slower, outcome
 from .report.live import NightClock, recorded_duration
 from .report.summary import judged_summary
 from .results import CellResult, ResultsError
@@ -53,14 +56,8 @@ class RunOptions:
     night: str | None = None  # the id shared by a night's shard runs
     disturbed_retries: int = 2  # how many times a disturbed execution is measured again
     quiet_wait_s: float = 300.0  # the run's whole wait for a quiet machine, over every cell
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What the test of a cell should do: ``passed``, ``skipped`` or ``failed``, and why."""
-
-    kind: str
-    message: str = ""
+    profile: bool = False  # a profile execution after every cell (else only after a confirmed speed regression)
+    profile_steps: int = DEFAULT_STEPS
 
 
 class BenchmarkRun:
@@ -167,6 +164,26 @@ class BenchmarkRun:
             result.metrics["disturbed_reruns"] = reruns  # 0: the machine never quietened for one
         return result
 
+    def profile(self, cell: CellSpec, result: CellResult, verdict: Verdict, evidence: Evidence) -> Verdict:
+        """A profile execution of the cell (``measure/profile.py``), kept in ``result.samples``; a
+        slower verdict names the operators that grew against the other side's profile."""
+        self.passing(f"{cell.id}: profiling {self.options.profile_steps} steps in an execution of its own")
+        profiled = self._launch(cell, f"{cell.id}.profile", {STEPS_VARIABLE: str(self.options.profile_steps)})
+        table = profiled.samples.get("profile") if profiled.ok else None
+        if table is None:
+            result.samples["profile_error"] = profiled.reason or "no profile came back"
+            self.say(f"{cell.id}: the profile execution failed: {result.samples['profile_error']}")
+            return verdict
+        result.samples["profile"] = table
+        other, theirs = "the baseline", (evidence.baseline.samples.get("profile") if evidence.baseline else None)
+        if evidence.window is not None:
+            other, theirs = "the history's newest profiled run", next(
+                (r.samples["profile"] for r in reversed(evidence.window.runs) if r.samples.get("profile")), None)
+        if not confirmed_slower(verdict) and not verdict.failed:
+            return verdict
+        line = profile_line(theirs, table, other)
+        return replace(verdict, note=(verdict.note + "; " if verdict.note else "") + line)
+
     def sources(self, cell: CellSpec) -> Prefetch:
         """Before the first cell: fetch what every planned cell needs from the hub, once."""
         if self.prefetch is None:
@@ -176,8 +193,8 @@ class BenchmarkRun:
                                      say=self.say)
         return self.prefetch
 
-    def _launch(self, cell: CellSpec, log_name: str) -> CellResult:
-        child_env = self.sources(cell).env_for(cell)
+    def _launch(self, cell: CellSpec, log_name: str, extra_env: dict[str, str] | None = None) -> CellResult:
+        child_env = {**self.sources(cell).env_for(cell), **(extra_env or {})}
         writer = self.run_writer()
         timeout, _ = cell_timeout_s(cell, use_cuda=self.options.use_cuda, override=self.options.cell_timeout_s)
         last_env = next((r.env for r in reversed(self.results) if r.env), None)
@@ -213,10 +230,14 @@ class BenchmarkRun:
         evidence, baseline_error = gather(
             result, baselines_dir=self.options.baselines_dir, history_of=self.mirror.cell_history,
             history_dir=self.mirror.history_dir, window_size=self.matrix.window, confidence=self.matrix.confidence)
-        verdict = decide(result, evidence, confirm=self.options.confirm, say=self.say,
+        # --update-baselines writes what it measured: confirming a crossing of the old level is wasted work
+        confirm = 0 if self.options.update_baselines else self.options.confirm
+        verdict = decide(result, evidence, confirm=confirm, say=self.say,
                          remeasure=lambda n: self.measure(cell, n, vary_seed=False, what="confirmation"))
         if baseline_error:
             verdict = Verdict(result.id, "error", verdict.findings, note=baseline_error)
+        elif result.ok and (self.options.profile or confirmed_slower(verdict)):
+            verdict = self.profile(cell, result, verdict, evidence)
         result.verdict = verdict
         return result, verdict, baseline_error
 
@@ -291,38 +312,3 @@ def matrix_sha256(matrix: Matrix) -> str | None:
         return hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path.is_file() else None
     except OSError:
         return None
-
-
-def outcome(result: CellResult, verdict: Verdict, baseline_error: str | None, *, updating: bool,
-            baselines_dir: Path, require_baselines: bool = False, reproduce: list[str] = ()) -> Outcome:
-    """A cell's test outcome from its status and verdict.  With ``--update-baselines`` the
-    figures were just written as the baseline, so nothing is held against them.  A regression
-    or suspect message ends with ``reproduce``: the commands that measure it again."""
-    again = "".join(f"\n  {line}" for line in reproduce)
-    if result.status == "skipped":
-        return Outcome("skipped", result.reason or "skipped")
-    if result.status != "ok":
-        return Outcome("failed", f"{result.id}: {result.status}: {result.reason}")
-    if updating:
-        return Outcome("passed")
-    if baseline_error:
-        return Outcome("failed", f"{result.id}: baseline unusable: {baseline_error}")
-    if verdict.failed:
-        return Outcome("failed", verdict.message() + (again if verdict.verdict == "regression" else ""))
-    if verdict.verdict == "suspect":
-        return Outcome("passed", verdict.message() + again)
-    if verdict.verdict == "disturbed":
-        reruns = result.metrics.get("disturbed_reruns")
-        tried = ("" if reruns is None else f" after {reruns} re-run(s) on a quietened machine" if reruns
-                 else " (the machine did not quieten for a re-run)")
-        if require_baselines:  # judgment was asked for, and the speed gate could not give it
-            return Outcome("failed", f"{result.id}: disturbed{tried} ({result.metrics.get('disturbed')}): its speed "
-                                     "was not judged, and --require-baselines asks that every cell be judged")
-        return Outcome("skipped", f"{result.id}: {verdict.note}{tried}; figures recorded")
-    if verdict.verdict == "new":
-        return Outcome(
-            "failed" if require_baselines else "skipped",
-            f"new: no baseline for {result.id} on {result.env['hardware_key']} (in {baselines_dir}); "
-            "figures recorded, nothing judged. Write one deliberately with --update-baselines.",
-        )
-    return Outcome("passed")

@@ -14,7 +14,8 @@ FAULTS = Path(__file__).resolve().parent / "faults"
 
 def test_a_slowdown_planted_before_the_optimizer_step_is_named_as_the_optimizer_phase(bench_project, monkeypatch):
     bench = bench_project("why", 12, "batch_size = [8]\n")
-    bench.runpytest("--matrix", "why", "-p", "no:cacheprovider", "--update-baselines").assert_outcomes(passed=1)
+    bench.runpytest("--matrix", "why", "-p", "no:cacheprovider", "--update-baselines", "--profile").assert_outcomes(
+        passed=1)
     (baseline,) = (bench.path / "results" / "baselines").glob("*/mrpc-*.json")
     before = json.loads(baseline.read_text())
     phases = before["samples"]["step_phases"]
@@ -34,6 +35,8 @@ def test_a_slowdown_planted_before_the_optimizer_step_is_named_as_the_optimizer_
     assert float(grew.split("+", 1)[1].split(" ms/step")[0]) > 30, line  # of the 60 ms planted
     cell = next(text.split(": ")[0].split()[-1] for text in out.splitlines() if "-dynamic-bs8-fp32: regression" in text)
     assert f"reproduce here: pytest benchmarks/ --matrix why -k {cell} --repeats 3" in out, out[-3000:]
+    # the confirmed regression was profiled by itself, and held against the baseline's profile
+    assert "operators that grew against the baseline's profile: " in out, out[-3000:]
 
 
 def test_phases_side_by_side_and_what_grew():
@@ -101,3 +104,17 @@ def test_causes_group_by_software_change_and_name_the_machine_when_no_software_c
     assert causes[1].line().startswith("no change in the software (the machine: booted 2026-11-29T03:00Z -> ")
     assert "gpu0.power_limit_w 700 -> 500" in causes[1].line() and "(1 suspect, not confirmed)" in causes[1].line()
     assert split_changes(upgrade + reboot) == (tuple(upgrade), tuple(reboot))
+
+
+def test_profile_keeps_an_operator_table_whose_total_is_the_profiled_steps_time(bench_project):
+    bench = bench_project("prof", 10, "batch_size = [8]\n")
+    bench.runpytest("--matrix", "prof", "-p", "no:cacheprovider", "--profile", "4").assert_outcomes(skipped=1)
+    (document,) = (bench.path / "results" / "runs").glob("*/mrpc-*.json")
+    cell = json.loads(document.read_text())
+    table = cell["samples"]["profile"]
+    assert table["steps"] == 4 and table["device"] == "cpu"
+    names = [op["name"] for op in table["ops"]]
+    assert "aten::addmm" in names and "harness::step" in names, names[:20]
+    total_s = table["total_self_cpu_us"] / 1e6
+    assert abs(total_s - table["seconds"]) <= 0.10 * table["seconds"], (total_s, table["seconds"])
+    assert len(cell["samples"]["step_seconds"]) == 10, "the measured execution is untouched by the profile"

@@ -32,6 +32,9 @@ def setup_arguments(parser: argparse.ArgumentParser) -> None:
                         "interpreter, or current")
     parser.add_argument("spec_b", metavar="SPEC_B")
     cell_arguments(parser)
+    parser.add_argument("--profile", metavar="STEPS", type=int, nargs="?", const=5, default=0,
+                        help="then profile STEPS steps (default 5) of each cell on each side with torch.profiler, "
+                             "and name the operators whose time grew from A to B")
 
 
 def cell_arguments(p: argparse.ArgumentParser) -> None:
@@ -152,7 +155,8 @@ def with_environments(args: argparse.Namespace, command: Callable[[Compare, Sour
         def compare(spec_a: EnvSpec, spec_b: EnvSpec, rounds: int) -> ABResult:
             a, b = build(spec_a, sources, say=say), build(spec_b, sources, say=say)
             return run_ab(cells, a, b, rounds=rounds, results_dir=args.results_dir, use_cuda=args.gpu,
-                          glue_dir=glue_dir_from_env(), confidence=confidence, say=say)
+                          glue_dir=glue_dir_from_env(), confidence=confidence, say=say,
+                          profile=getattr(args, "profile", 0) or 0)
 
         return command(compare, sources, say)
     except (EnvError, SpecError, ValueError) as exc:

@@ -9,6 +9,7 @@ import io
 from tabulate import tabulate
 
 from ..judge.gate import noise_of
+from ..judge.ops import profile_line
 from ..judge.phases import side_by_side
 from ..judge.thresholds import relative_limit
 from ..measure.vocabulary import ACCURACY, F1, PEAK_MEMORY, REAL_TOKENS_PER_S, THROUGHPUT, label_of
@@ -149,6 +150,12 @@ def render(comparison: Comparison, fmt: str = "table", *, only_changed: bool = F
     if phases:
         out.append(f"{'**' if md else ''}Where the step time went{'**' if md else ''} (ms per step, old -> new):")
         out += [f"- {cell}: {text}" for cell, text in phases]
+        out.append("")
+    operators = [(row.new.id, profile_line(row.old.samples.get("profile"), row.new.samples.get("profile"), "old"))
+                 for row in comparison.rows if row.old.samples.get("profile") and row.new.samples.get("profile")]
+    if operators:
+        out.append(f"{'**' if md else ''}Profiles{'**' if md else ''} (new against old):")
+        out += [f"- {cell}: {text}" for cell, text in operators]
         out.append("")
     regressions = comparison.regressions()
     out.append(f"{len(comparison.rows)} cells compared: {len(regressions)} slower or out of band, "

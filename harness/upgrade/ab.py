@@ -31,9 +31,11 @@ from pathlib import Path
 from typing import Any
 
 from ..judge.gate import env_changes
+from ..judge.ops import profile_line
 from ..judge.phases import side_by_side
 from ..judge.thresholds import relative_limit
 from ..launch import cell_timeout_s, launch_cell
+from ..measure.profile import STEPS_VARIABLE
 from ..measure.vocabulary import PHASE_TIMES
 from ..results import CellResult, write_json_atomic, write_result
 from ..sources import Prefetch
@@ -174,6 +176,7 @@ class ABResult:
     verdicts: list[MetricVerdict] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     phases: dict[str, str] = field(default_factory=dict)  # cell -> its step's phases, A -> B (medians)
+    operators: dict[str, str] = field(default_factory=dict)  # with --profile: cell -> the operators that grew, A -> B
 
     def changes(self) -> list[str]:
         return env_changes(self.env_a, self.env_b) if self.env_a and self.env_b else []
@@ -188,6 +191,9 @@ class ABResult:
         if self.phases:
             lines.append("where the step time went (ms per step, median of the rounds, A -> B):")
             lines += [f"  {cell}: {text}" for cell, text in self.phases.items()]
+        if self.operators:
+            lines.append("profiles, B against A:")
+            lines += [f"  {cell}: {text}" for cell, text in self.operators.items()]
         lines += [f"error: {e}" for e in self.errors]
         lines.append(f"kept: {self.folder}")
         return "\n".join(lines)
@@ -195,13 +201,14 @@ class ABResult:
     def to_dict(self) -> dict[str, Any]:
         return {"run_id": self.run_id, "a": self.a.describe(), "b": self.b.describe(), "env_a": self.env_a,
                 "env_b": self.env_b, "changes": self.changes(), "verdicts": [v.to_dict() for v in self.verdicts],
-                "errors": self.errors, "phases": self.phases}
+                "errors": self.errors, "phases": self.phases, "operators": self.operators}
 
 
 def run_ab(cells: Sequence[CellSpec], a: BuiltEnv, b: BuiltEnv, *, rounds: int = 5, results_dir: Path = Path("results"),
            use_cuda: bool = False, glue_dir: str | None = None, confidence: float = DEFAULT_CONFIDENCE,
-           say: Callable[[str], None] = lambda text: None, label: str = "ab") -> ABResult:
-    """Run ``cells`` ``rounds`` times on each side, interleaved, and judge each metric."""
+           say: Callable[[str], None] = lambda text: None, label: str = "ab", profile: int = 0) -> ABResult:
+    """Run ``cells`` ``rounds`` times on each side, interleaved, and judge each metric; with
+    ``profile``, then profile that many steps of each cell on each side, in executions of their own."""
     if rounds < 1:
         raise ValueError("--rounds must be at least 1")
     run_id = new_run_id(label)
@@ -233,6 +240,19 @@ def run_ab(cells: Sequence[CellSpec], a: BuiltEnv, b: BuiltEnv, *, rounds: int =
         text = side_by_side(median_phases(samples.get(("A", cell.id), [])), median_phases(samples.get(("B", cell.id), [])))
         if text:
             result.phases[cell.id] = text
+    for cell in cells if profile else []:
+        tables = {}
+        for side, env in (("A", a), ("B", b)):
+            say(f"profile: {cell.id} on {side}, {profile} steps")
+            timeout, _ = cell_timeout_s(cell, use_cuda=use_cuda)
+            done = launch_cell(cell, run_id=f"{run_id}-{side}", use_cuda=use_cuda, glue_dir=glue_dir, timeout_s=timeout,
+                               keep_logs_in=folder / side, log_name=f"{cell.id}.profile", python=env.python,
+                               max_foreign_cores=1e9, child_env={**fetched.env_for(cell), STEPS_VARIABLE: str(profile)})
+            write_result(done, folder / side / "profile")
+            tables[side] = done.samples.get("profile") if done.ok else None
+            if not done.ok:
+                result.errors.append(f"{cell.id} on {side}, profile: {done.status}: {done.reason}")
+        result.operators[cell.id] = profile_line(tables["A"], tables["B"], "A")
     write_json_atomic(folder / "ab.json", result.to_dict())
     return result
 
