@@ -155,6 +155,8 @@ def test_quality_inside_the_published_band_passes_and_records_its_distance():
     assert acc.change == pytest.approx(85.0 - 84.56)
     assert "std" in acc.note and "google-research/bert" in acc.note
     (f1,) = [f for f in v.findings if f.metric == "eval_f1"]
+    assert f1.verdict == "pass" and "own single-seed baseline" in f1.note  # no dev reference: the baseline's figure
+    (f1,) = [f for f in judge(finetune(eval_accuracy=0.850, eval_f1=0.89), None).findings if f.metric == "eval_f1"]
     assert f1.verdict == "unchecked" and "test f1 88.9" in f1.note  # the paper's figure is test-set: not gated
 
 
@@ -173,8 +175,15 @@ def test_quality_band_comes_from_the_measured_seed_spread_of_the_baseline():
     outside = judge(finetune("all-MiniLM-L6-v2", eval_accuracy=0.75), baseline)
     assert inside.verdict == "pass" and outside.verdict == "regression"
     assert "own 3-seed baseline mean" in outside.regressions()[0].note
-    unchecked = judge(finetune("all-MiniLM-L6-v2", eval_accuracy=0.5), finetune("all-MiniLM-L6-v2", eval_accuracy=0.78))
-    assert unchecked.verdict == "pass"
+    # a single-seed baseline: its own figure, with the published seed spread
+    single = judge(finetune("all-MiniLM-L6-v2", eval_accuracy=0.5), finetune("all-MiniLM-L6-v2", eval_accuracy=0.78))
+    assert single.verdict == "regression"
+    note = single.regressions()[0].note
+    assert "own single-seed baseline (seed 42)" in note and "published spread" in note
+    near = judge(finetune("all-MiniLM-L6-v2", eval_accuracy=0.77), finetune("all-MiniLM-L6-v2", eval_accuracy=0.78))
+    assert near.verdict == "pass"
+    unchecked = judge(finetune("all-MiniLM-L6-v2", eval_accuracy=0.5), None)
+    assert unchecked.verdict == "new"
     assert any(f.verdict == "unchecked" and "--seeds" in f.note for f in unchecked.findings)
 
 

@@ -73,7 +73,7 @@ def test_two_cells_slowed_in_the_forward_pass_after_one_upgrade_are_one_alert(be
             document["env"][table]["transformers"] = "4.0.0"
         path.write_text(json.dumps(document))
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(FAULTS), os.environ.get("PYTHONPATH", "")]))
-    monkeypatch.setenv("HARNESS_TEST_SLOW", "forward:0.05")  # 50 ms before every forward pass, from outside
+    monkeypatch.setenv("HARNESS_TEST_SLOW", "forward:0.08")  # 80 ms before every forward pass, from outside
     result = bench.runpytest("--matrix", "cause", "-p", "no:cacheprovider", "--confirm", "1")
     result.assert_outcomes(failed=2)  # each regressed cell still fails on its own
     lines = result.stdout.str().splitlines()

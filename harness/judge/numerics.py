@@ -150,11 +150,15 @@ def numerics_findings(current: CellResult, baseline: CellResult | None, window: 
 
 
 def precision_figures(current: CellResult, fp32: CellResult) -> dict[str, Any]:
-    """``precision_deviation`` of a lower-precision cell against its fp32 twin of the same night."""
-    found = largest_deviation(curve_of(current), curve_of(fp32))
+    """``precision_deviation`` of a lower-precision cell against its fp32 twin of the same night,
+    and the step of departure: the first past ``PRECISION_TOLERANCE``, else that of the largest."""
+    mine, theirs = curve_of(current), curve_of(fp32)
+    found = largest_deviation(mine, theirs)
     if found is None:
         return {}
     deviation, step = found
+    if deviation > PRECISION_TOLERANCE:
+        step = departure(mine, theirs, PRECISION_TOLERANCE)[0]
     return {PRECISION_DEVIATION: deviation, "precision_deviation_step": step, "precision_reference_cell": fp32.id}
 
 

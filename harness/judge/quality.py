@@ -2,8 +2,9 @@
 
 Quality is held against a band.  Its centre is the published reference of the same split
 and metric where one exists (``references.py``), else the cell's own multi-seed baseline
-mean; its width is ``QUALITY_BAND_STD`` standard deviations of the measured seed spread
-(the baseline's, else this run's, else the published MRPC spread, said so).  Only a fall
+mean, else its single-seed baseline; its width is ``QUALITY_BAND_STD`` standard deviations
+of the measured seed spread (the baseline's, else this run's, else the published MRPC
+spread, said so).  Only a fall
 below the band fails: a better score than the reference is not a regression.
 
 Time to quality (``quality_time_figures``): the training seconds, and samples, until accuracy
@@ -56,13 +57,16 @@ def quality_findings(current: CellResult, baseline: CellResult | None) -> list[F
             centre, centre_source = ref.value, f"{ref.model} {ref.split} {short} {ref.value} ({ref.source})"
         elif baseline is not None and _seed_std(baseline.metrics, name) is not None:
             centre, centre_source = _points(baseline.metrics, name), f"own {baseline.metrics.get('repeats')}-seed baseline mean"
+        elif baseline is not None and _points(baseline.metrics, name) is not None:  # one seed: its spread is published
+            centre = _points(baseline.metrics, name)
+            centre_source = f"own single-seed baseline (seed {baseline.spec.seed})"
         else:
             others = [
                 f"{r.split} {r.metric} {r.value} ({r.source})"
                 for r in references_for(spec.checkpoint, spec.task)
                 if r.metric == short
             ]
-            why = "no dev-split reference and no multi-seed baseline (run --seeds N --update-baselines)"
+            why = "no dev-split reference and no baseline (run --seeds N --update-baselines)"
             if others:
                 why += "; published for another split, not gated: " + ", ".join(others)
             findings.append(Finding(name, "quality", "unchecked", value, note=f"{name} {value:.2f}: {why}", basis="none"))
