@@ -143,3 +143,18 @@ def test_time_to_quality_is_the_first_evaluation_where_every_gated_figure_reache
     assert verdict.verdict == "new" and slower.metrics["time_to_quality_s"] == 300.0
     (finding,) = [f for f in again.findings if f.metric == "samples_to_quality"]
     assert finding.verdict == "regression" and finding.kind == "quality" and finding.change == pytest.approx(2.0)
+
+
+def test_a_night_with_fp32_and_bf16_records_the_bf16_curve_against_fp32(bench_project):
+    bench = bench_project("prec", 16, 'batch_size = [8]\nprecision = ["fp32", "bf16"]\n')
+    result = bench.runpytest("--matrix", "prec", "-p", "no:cacheprovider")
+    cells = {json.loads(p.read_text())["spec"]["precision"]: json.loads(p.read_text())
+             for p in (bench.path / "results" / "runs").glob("*/mrpc-*.json")}
+    if cells["bf16"]["status"] == "skipped":
+        pytest.skip(f"bf16 does not run on this CPU: {cells['bf16']['reason']}")
+    assert cells["bf16"]["status"] == "ok", cells["bf16"]["reason"]
+    metrics = cells["bf16"]["metrics"]
+    assert metrics["precision_reference_cell"] == cells["fp32"]["id"]
+    assert 0 < metrics["precision_deviation"] < 0.12, metrics["precision_deviation"]  # a healthy bf16 run
+    assert "precision_deviation" not in cells["fp32"]["metrics"]
+    result.assert_outcomes(skipped=2)  # no baselines: new, nothing failed
