@@ -176,9 +176,10 @@ class BenchmarkRun:
             return verdict
         result.samples["profile"] = table
         other, theirs = "the baseline", (evidence.baseline.samples.get("profile") if evidence.baseline else None)
-        if evidence.window is not None:
-            other, theirs = "the history's newest profiled run", next(
-                (r.samples["profile"] for r in reversed(evidence.window.runs) if r.samples.get("profile")), None)
+        recent = next((r for r in reversed(evidence.window.runs if evidence.window else []) if r.samples.get("profile")),
+                      None)
+        if recent is not None:  # judged against history: its newest profiled run
+            other, theirs = f"the history's run {recent.run_id}", recent.samples["profile"]
         if not confirmed_slower(verdict) and not verdict.failed:
             return verdict
         line = profile_line(theirs, table, other)
