@@ -81,10 +81,13 @@ def test_two_cells_slowed_in_the_forward_pass_after_one_upgrade_are_one_alert(be
     (group,) = [line for line in lines[start + 1:] if line.startswith("  transformers 4.0.0 -> ")]
     assert ": 2 cells slower, " in group and "in fwd+bwd: " in group, group
     assert "-dynamic-bs4-fp32" in group and "-dynamic-bs8-fp32" in group, group
+    again = lines[lines.index(group) + 1:lines.index(group) + 3]  # the group ends with the commands
+    assert again[0].startswith("    reproduce here: pytest benchmarks/ --matrix cause -k '") and " or " in again[0]
+    assert again[1].startswith("    the upgrade side by side: python -m harness ab transformers==4.0.0 "), again
 
 
 def test_causes_group_by_software_change_and_name_the_machine_when_no_software_changed():
-    from harness.judge.causes import group_by_cause, split_changes
+    from harness.judge.causes import cause_lines, group_by_cause, split_changes
     from harness.judge.verdict import Finding, Verdict
     from harness.results import CellResult
     from harness.spec import CellSpec
@@ -104,6 +107,11 @@ def test_causes_group_by_software_change_and_name_the_machine_when_no_software_c
     assert causes[1].line().startswith("no change in the software (the machine: booted 2026-11-29T03:00Z -> ")
     assert "gpu0.power_limit_w 700 -> 500" in causes[1].line() and "(1 suspect, not confirmed)" in causes[1].line()
     assert split_changes(upgrade + reboot) == (tuple(upgrade), tuple(reboot))
+    lines = cause_lines([bad(8, -0.06, upgrade), bad(16, -0.09, upgrade)], "nightly")
+    assert lines[0] == "by cause:" and lines[1].startswith("  transformers 5.23.0 -> 5.24.0: 2 cells slower, 6%-9%")
+    assert lines[2] == ("    reproduce here: pytest benchmarks/ --matrix nightly "
+                        "-k 'mrpc-bert-base-uncased-dynamic-bs8-fp32 or mrpc-bert-base-uncased-dynamic-bs16-fp32' --repeats 3")
+    assert lines[3].startswith("    the upgrade side by side: python -m harness ab transformers==5.23.0 transformers==5.24.0")
 
 
 def test_profile_keeps_an_operator_table_whose_total_is_the_profiled_steps_time(bench_project):

@@ -95,10 +95,20 @@ def group_by_cause(results: Iterable[CellResult]) -> list[Cause]:
     return sorted(groups.values(), key=lambda c: (-len(c.cells), c.software, c.kind))
 
 
-def cause_lines(results: Iterable[CellResult]) -> list[str]:
-    """``by cause:`` and a line per group, or nothing when no cell regressed or is suspect."""
-    causes = group_by_cause(results)
-    return ["by cause:", *(f"  {cause.line()}" for cause in causes)] if causes else []
+def cause_lines(results: Iterable[CellResult], matrix: str | None = None) -> list[str]:
+    """``by cause:`` and a line per group, each followed by the commands that measure its cells
+    again here (``judge/reproduce.py``: with ``--matrix matrix`` where known), or nothing when no
+    cell regressed or is suspect."""
+    from .reproduce import reproduce_lines
+
+    results = list(results)
+    gpu = any(r.env.get("gpu_name") for r in results)
+    lines = []
+    for cause in group_by_cause(results):
+        lines.append(f"  {cause.line()}")
+        again = reproduce_lines(" or ".join(cause.cells), matrix, gpu=gpu, env_changes=list(cause.software))
+        lines += [f"    {line}" for line in again]
+    return ["by cause:", *lines] if lines else []
 
 
 def change_cause_lines(changes: Iterable[Any]) -> list[str]:

@@ -34,8 +34,10 @@ def matrix_argument(source: str | None, name: str) -> str:
     return source
 
 
-def reproduce_lines(cell_id: str, matrix: str, *, gpu: bool, env_changes: list[str]) -> list[str]:
-    where = f"--matrix {shlex.quote(matrix)} -k {shlex.quote(cell_id)}"
+def reproduce_lines(cell_id: str, matrix: str | None, *, gpu: bool, env_changes: list[str]) -> list[str]:
+    """The commands for ``cell_id`` (a cell, or a ``-k`` expression over several); without
+    ``matrix`` (not known where the results came from) they leave ``--matrix`` out."""
+    where = (f"--matrix {shlex.quote(matrix)} " if matrix else "") + f"-k {shlex.quote(cell_id)}"
     lines = [f"reproduce here: pytest benchmarks/ {where} --repeats 3{' --gpu' if gpu else ''}"]
     for change in env_changes:
         found = _CHANGE.match(change)

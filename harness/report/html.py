@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from ..judge.causes import group_by_cause
+from ..judge.reproduce import reproduce_lines
 from ..judge.window import Window
 from ..measure.vocabulary import (
     ACCURACY,
@@ -92,8 +93,11 @@ def _causes(latest: list[CellResult]) -> str:
     causes = group_by_cause(latest)
     if not causes:
         return ""
-    return ("<h3>By cause</h3><ul id='causes'>" + "".join(f"<li>{html.escape(c.line())}</li>" for c in causes)
-            + "</ul>")
+    gpu = any(r.env.get("gpu_name") for r in latest)
+    again = [reproduce_lines(" or ".join(c.cells), None, gpu=gpu, env_changes=list(c.software))[0] for c in causes]
+    items = "".join(f"<li>{html.escape(c.line())}<br><code>{html.escape(line)}</code></li>"
+                    for c, line in zip(causes, again))
+    return f"<h3>By cause</h3><ul id='causes'>{items}</ul>"
 
 
 def _fmt(value: float | None, spec: str) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..judge.causes import cause_lines
+from ..judge.reproduce import matrix_argument
 from ..judge.verdict import JUDGED
 from ..results import CellResult
 from .tables import summary_table
@@ -28,7 +29,9 @@ def summary_sections(run: Any, searches: list[Any]) -> list[tuple[str, list[Line
         return sections
     lines: list[Line] = [(line, {}) for line in summary_table(run.results).splitlines()]
     lines.append((run.judged_line(), {}))
-    lines += [(line, {"red": True} if line.startswith("  ") else {"bold": True}) for line in cause_lines(run.results)]
+    matrix = matrix_argument(run.matrix.source, run.matrix.name)
+    lines += [(line, {"red": True} if line.startswith("  ") else {"bold": True})
+              for line in cause_lines(run.results, matrix)]
     if run.writer is not None:
         lines.append((f"results ({run.writer.manifest['state']}): {run.writer.dir}", {}))
     if run.options.store:
