@@ -28,6 +28,7 @@ MACHINE_PREFIXES = ("gpu", "cpu", "platform", "booted", "threads", "torch_num_th
 WORDS = {"speed": "slower", "memory": "using more memory", "numerics": "with a departed loss curve",
          "quality": "out of their quality band", "invariant": "training on other data"}
 SHOWN = 6  # cells named in a group's line
+CHANGES_SHOWN = 4  # software changes named in a group's line (the rest counted)
 
 
 def split_changes(lines: Iterable[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -50,7 +51,7 @@ class Cause:
 
     def line(self) -> str:
         if self.software:
-            what = "; ".join(self.software)
+            what = changes_text(self.software)
         else:
             what = "no change in the software (" + (
                 "the machine: " + "; ".join(sorted(self.machine)) if self.machine
@@ -69,6 +70,14 @@ class Cause:
             text += f" ({self.suspects} suspect, not confirmed)"
         shown = ", ".join(self.cells[:SHOWN]) + (f" and {len(self.cells) - SHOWN} more" if len(self.cells) > SHOWN else "")
         return f"{text}: {shown}"
+
+
+def changes_text(software: tuple[str, ...]) -> str:
+    """The first ``CHANGES_SHOWN`` changes, the package versions first (the harness and the matrix
+    last), and how many more there are."""
+    ordered = sorted(software, key=lambda line: line.startswith(("harness ", "matrix ")))
+    shown = "; ".join(ordered[:CHANGES_SHOWN])
+    return shown + (f" and {len(ordered) - CHANGES_SHOWN} more changes" if len(ordered) > CHANGES_SHOWN else "")
 
 
 def group_by_cause(results: Iterable[CellResult]) -> list[Cause]:
@@ -121,7 +130,7 @@ def change_cause_lines(changes: Iterable[Any]) -> list[str]:
     lines = []
     for (software, metric), found in sorted(groups.items(), key=lambda item: -len(item[1])):
         machine = sorted({line for c in found for line in split_changes(c.env_changes)[1]})
-        what = "; ".join(software) or ("no change in the software (" + (
+        what = changes_text(software) or ("no change in the software (" + (
             "the machine: " + "; ".join(machine) if machine else "nor in the machine as recorded") + ")")
         steps = sorted(c.change for c in found)
         cells = sorted({c.cell for c in found})
