@@ -89,13 +89,20 @@ def quality_findings(current: CellResult, baseline: CellResult | None) -> list[F
     return findings
 
 
+def first_reached(curve: list[dict[str, Any]], lower: dict[str, float]) -> dict[str, Any] | None:
+    """The first evaluation of ``curve`` at which every metric of ``lower`` had reached its
+    lower edge (in points), or None."""
+    for point in curve:
+        if all(isinstance(point.get(name), (int, float)) and 100.0 * point[name] >= target
+               for name, target in lower.items()):
+            return point
+    return None
+
+
 def time_to_quality(curve: list[dict[str, Any]], metric: str, lower_points: float) -> float | None:
     """Training seconds (evaluations left out) until ``metric`` first reached ``lower_points``."""
-    for point in curve:
-        value = point.get(metric)
-        if value is not None and 100.0 * value >= lower_points:
-            return float(point["train_seconds"])
-    return None
+    point = first_reached(curve, {metric: lower_points})
+    return None if point is None else float(point["train_seconds"])
 
 
 def quality_time_figures(current: CellResult, quality: list[Finding]) -> dict[str, float]:
@@ -106,12 +113,9 @@ def quality_time_figures(current: CellResult, quality: list[Finding]) -> dict[st
     curve = current.samples.get("eval_curve") or []
     lower = {f.metric: f.baseline - QUALITY_BAND_STD * f.noise for f in quality
              if f.basis == "band" and f.baseline is not None and f.noise is not None}
-    if not current.spec.full_finetune or not curve or not lower:
+    point = first_reached(curve, lower) if current.spec.full_finetune and lower else None
+    if point is None:
         return {}
     step_samples = current.samples.get("step_samples") or []
-    for point in curve:
-        if all(isinstance(point.get(name), (int, float)) and 100.0 * point[name] >= target
-               for name, target in lower.items()):
-            return {TIME_TO_QUALITY: float(point["train_seconds"]),
-                    SAMPLES_TO_QUALITY: float(sum(step_samples[: int(point["step"])]))}
-    return {}
+    return {TIME_TO_QUALITY: float(point["train_seconds"]),
+            SAMPLES_TO_QUALITY: float(sum(step_samples[: int(point["step"])]))}
