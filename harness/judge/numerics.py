@@ -65,26 +65,20 @@ def figures_of(result: CellResult) -> dict[str, float]:
     return out
 
 
+def _deviations(current: dict[int, float], reference: dict[int, float], smooth: int) -> list[tuple[int, float]]:
+    """(step, relative deviation) of the smoothed curves, over the steps both trained."""
+    mine, theirs = smoothed(current, smooth), smoothed(reference, smooth)
+    return [(s, (mine[s] - theirs[s]) / abs(theirs[s])) for s in mine if s in theirs and theirs[s]]
+
+
 def departure(current: dict[int, float], reference: dict[int, float], tolerance: float,
               smooth: int = SMOOTH) -> tuple[int, float] | None:
     """The first step at which the smoothed current curve is more than ``tolerance`` (relative)
     from the smoothed reference, and its deviation; else the step of the largest deviation."""
-    mine, theirs = smoothed(current, smooth), smoothed(reference, smooth)
-    shared = [s for s in mine if s in theirs and theirs[s]]
-    if not shared:
+    deviations = _deviations(current, reference, smooth)
+    if not deviations:
         return None
-    deviations = [(s, (mine[s] - theirs[s]) / abs(theirs[s])) for s in shared]
     return next(((s, d) for s, d in deviations if abs(d) > tolerance), max(deviations, key=lambda sd: abs(sd[1])))
-
-
-def largest_deviation(current: dict[int, float], reference: dict[int, float]) -> tuple[float, int] | None:
-    """The largest relative deviation of the smoothed curves over the steps both trained, and its step."""
-    mine, theirs = smoothed(current, SMOOTH), smoothed(reference, SMOOTH)
-    shared = [s for s in mine if s in theirs and theirs[s]]
-    if not shared:
-        return None
-    step = max(shared, key=lambda s: abs(mine[s] - theirs[s]) / abs(theirs[s]))
-    return abs(mine[step] - theirs[step]) / abs(theirs[step]), step
 
 
 def deterministic(current: CellResult, reference: CellResult) -> bool:
@@ -107,11 +101,15 @@ def numerics_findings(current: CellResult, baseline: CellResult | None, window: 
     mine = figures_of(current)
     if not mine:
         return []
-    runs = [r for r in (window.runs if window is not None else []) if figures_of(r)]
-    references = runs if len(runs) >= 2 else [baseline] if baseline is not None and figures_of(baseline) else []
-    if not references:
+    runs = [(r, f) for r in (window.runs if window is not None else []) if (f := figures_of(r))]
+    if len(runs) < 2:
+        runs = [(baseline, f)] if baseline is not None and (f := figures_of(baseline)) else []
+        basis = "baseline"
+    else:
+        basis = "history"
+    if not runs:
         return []
-    basis = "history" if references is runs else "baseline"
+    references, reference_figures = [r for r, _ in runs], [f for _, f in runs]
     where = f"history of {len(references)} runs" if basis == "history" else "baseline"
     reference_curve = curve_of(references[-1])
     exact = same_environment and bool(reference_curve) and deterministic(current, references[-1])
@@ -126,7 +124,7 @@ def numerics_findings(current: CellResult, baseline: CellResult | None, window: 
     else:
         step_for_step = None
     for name, value in mine.items():
-        values = [v for r in references if (v := figures_of(r).get(name)) is not None]
+        values = [v for figures in reference_figures if (v := figures.get(name)) is not None]
         if not values:
             continue
         centre = statistics.fmean(values)
@@ -153,12 +151,11 @@ def precision_figures(current: CellResult, fp32: CellResult) -> dict[str, Any]:
     """``precision_deviation`` of a lower-precision cell against its fp32 twin of the same night,
     and the step of departure: the first past ``PRECISION_TOLERANCE``, else that of the largest."""
     mine, theirs = curve_of(current), curve_of(fp32)
-    found = largest_deviation(mine, theirs)
-    if found is None:
+    largest = departure(mine, theirs, math.inf)
+    if largest is None:
         return {}
-    deviation, step = found
-    if deviation > PRECISION_TOLERANCE:
-        step = departure(mine, theirs, PRECISION_TOLERANCE)[0]
+    deviation = abs(largest[1])
+    step = departure(mine, theirs, PRECISION_TOLERANCE)[0]
     return {PRECISION_DEVIATION: deviation, "precision_deviation_step": step, "precision_reference_cell": fp32.id}
 
 

@@ -18,6 +18,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from .vocabulary import LOSS_LAST, LOSS_MEAN
+
 CHUNK = 4  # GPU: losses read back per this many steps
 FACTOR = 10.0  # a loss this many times its start has diverged (2-class cross-entropy starts at ~0.69)
 START_STEPS = 3  # the start: the mean loss of the first steps
@@ -52,7 +54,7 @@ def loss_figures(losses: list[list[float]], warmup: int) -> dict[str, float]:
     if not timed or not all(map(math.isfinite, timed)):
         return {}
     last = timed[-LAST_STEPS:]
-    return {"train_loss_mean": math.fsum(timed) / len(timed), "train_loss_last": math.fsum(last) / len(last)}
+    return {LOSS_MEAN: math.fsum(timed) / len(timed), LOSS_LAST: math.fsum(last) / len(last)}
 
 
 class Diverged(RuntimeError):
