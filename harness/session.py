@@ -283,25 +283,27 @@ class BenchmarkRun:
         """One line: how many cells were judged, how many were not, and why."""
         return judged_summary(self.results)
 
+    def twin_of(self, spec: CellSpec, **differs) -> CellResult | None:
+        """The good result measured earlier in this run of the cell ``spec`` with ``differs``
+        changed (labels aside): the fp32 twin of an fp16 cell, the single-device twin of a DDP one."""
+        twin = replace(spec, label="", **differs)
+        return next((r for r in self.results if r.ok and replace(r.spec, label="") == twin), None)
+
     def add_precision_deviation(self, result: CellResult) -> None:
         """Against the fp32 twin measured earlier this night, when there is one: how far the
         lower precision's loss curve departs from fp32's (``judge/numerics.py``)."""
-        twin = replace(result.spec, precision="fp32", label="")
-        for single in self.results:
-            if single.ok and replace(single.spec, label="") == twin:
-                result.metrics.update(precision_figures(result, single))
-                return
+        single = self.twin_of(result.spec, precision="fp32")
+        if single is not None:
+            result.metrics.update(precision_figures(result, single))
 
     def add_scaling_efficiency(self, result: CellResult) -> None:
         """Against the single-device twin measured earlier in this run, when there is one."""
         from .distributed import scaling_efficiency
 
-        twin = replace(result.spec, nproc=1, label="")
-        for single in self.results:
-            if single.ok and replace(single.spec, label="") == twin:
-                result.metrics["scaling_efficiency"] = scaling_efficiency(result, single)
-                result.metrics["scaling_reference_cell"] = single.id
-                return
+        single = self.twin_of(result.spec, nproc=1)
+        if single is not None:
+            result.metrics["scaling_efficiency"] = scaling_efficiency(result, single)
+            result.metrics["scaling_reference_cell"] = single.id
 
 
 def matrix_sha256(matrix: Matrix) -> str | None:
