@@ -217,23 +217,29 @@ def run_ab(cells: Sequence[CellSpec], a: BuiltEnv, b: BuiltEnv, *, rounds: int =
     samples: dict[tuple[str, str], list[CellResult]] = {}
     result = ABResult(run_id, folder, a, b, {}, {})
     fetched = Prefetch(cells, glue_dir=glue_dir, say=say)  # the same data and weights on both sides, fetched once
+
+    def execute(cell: CellSpec, side: str, env: BuiltEnv, name: str, extra_env: dict[str, str]) -> CellResult:
+        """One execution of ``cell`` on ``side``, kept as ``<side>/<name>``; a failure is listed."""
+        timeout, _ = cell_timeout_s(cell, use_cuda=use_cuda)
+        done = launch_cell(cell, run_id=f"{run_id}-{side}", use_cuda=use_cuda, glue_dir=glue_dir, timeout_s=timeout,
+                           keep_logs_in=folder / side, log_name=f"{cell.id}.{name}", python=env.python,
+                           max_foreign_cores=1e9, child_env={**fetched.env_for(cell), **extra_env})
+        write_result(done, folder / side / name)
+        if not done.ok:
+            result.errors.append(f"{cell.id} on {side}, {name.replace('-', ' ')}: {done.status}: {done.reason}")
+        return done
+
     for r in range(rounds):
         order = (("A", a), ("B", b)) if r % 2 == 0 else (("B", b), ("A", a))
         for cell in cells:
             for side, env in order:
                 say(f"round {r + 1}/{rounds}: {cell.id} on {side} ({env.spec.label})")
-                timeout, _ = cell_timeout_s(cell, use_cuda=use_cuda)
-                done = launch_cell(cell, run_id=f"{run_id}-{side}", use_cuda=use_cuda, glue_dir=glue_dir,
-                                   timeout_s=timeout, keep_logs_in=folder / side, log_name=f"{cell.id}.round-{r + 1}",
-                                   python=env.python, max_foreign_cores=1e9, child_env=fetched.env_for(cell))
-                write_result(done, folder / side / f"round-{r + 1}")
+                done = execute(cell, side, env, f"round-{r + 1}", {})
                 samples.setdefault((side, cell.id), []).append(done)
                 if done.env and side == "A" and not result.env_a:
                     result.env_a = done.env
                 if done.env and side == "B" and not result.env_b:
                     result.env_b = done.env
-                if not done.ok:
-                    result.errors.append(f"{cell.id} on {side}, round {r + 1}: {done.status}: {done.reason}")
     for cell in cells:
         result.verdicts += judge_cell(cell, samples.get(("A", cell.id), []), samples.get(("B", cell.id), []),
                                       confidence)
@@ -244,14 +250,8 @@ def run_ab(cells: Sequence[CellSpec], a: BuiltEnv, b: BuiltEnv, *, rounds: int =
         tables = {}
         for side, env in (("A", a), ("B", b)):
             say(f"profile: {cell.id} on {side}, {profile} steps")
-            timeout, _ = cell_timeout_s(cell, use_cuda=use_cuda)
-            done = launch_cell(cell, run_id=f"{run_id}-{side}", use_cuda=use_cuda, glue_dir=glue_dir, timeout_s=timeout,
-                               keep_logs_in=folder / side, log_name=f"{cell.id}.profile", python=env.python,
-                               max_foreign_cores=1e9, child_env={**fetched.env_for(cell), STEPS_VARIABLE: str(profile)})
-            write_result(done, folder / side / "profile")
+            done = execute(cell, side, env, "profile", {STEPS_VARIABLE: str(profile)})
             tables[side] = done.samples.get("profile") if done.ok else None
-            if not done.ok:
-                result.errors.append(f"{cell.id} on {side}, profile: {done.status}: {done.reason}")
         result.operators[cell.id] = profile_line(tables["A"], tables["B"], "A")
     write_json_atomic(folder / "ab.json", result.to_dict())
     return result
