@@ -22,6 +22,7 @@ from typing import Any
 
 from ..measure.vocabulary import PHASE_LABELS, THROUGHPUT, label_of
 from ..results import CellResult
+from .reproduce import reproduce_lines
 
 # env_changes lines about the machine rather than the software that ran on it
 MACHINE_PREFIXES = ("gpu", "cpu", "platform", "booted", "threads", "torch_num_threads")
@@ -50,12 +51,7 @@ class Cause:
     suspects: int = 0
 
     def line(self) -> str:
-        if self.software:
-            what = changes_text(self.software)
-        else:
-            what = "no change in the software (" + (
-                "the machine: " + "; ".join(sorted(self.machine)) if self.machine
-                else "nor in the machine as recorded") + ")"
+        what = what_changed(self.software, self.machine)
         text = f"{what}: {len(self.cells)} cell{'s' if len(self.cells) != 1 else ''} {WORDS.get(self.kind, self.kind)}"
         if self.changes:
             low, high = sorted(abs(c) for c in self.changes)[0], max(abs(c) for c in self.changes)
@@ -68,8 +64,21 @@ class Cause:
             text += f", {'in ' if share == 1 else 'mostly in '}{PHASE_LABELS.get(top, top)}"
         if self.suspects:
             text += f" ({self.suspects} suspect, not confirmed)"
-        shown = ", ".join(self.cells[:SHOWN]) + (f" and {len(self.cells) - SHOWN} more" if len(self.cells) > SHOWN else "")
-        return f"{text}: {shown}"
+        return f"{text}: {cells_text(self.cells)}"
+
+
+def what_changed(software: tuple[str, ...], machine: Iterable[str]) -> str:
+    """A group's cause: its software changes, else what changed in the machine, or nothing."""
+    if software:
+        return changes_text(software)
+    machine = sorted(machine)
+    return "no change in the software (" + (
+        "the machine: " + "; ".join(machine) if machine else "nor in the machine as recorded") + ")"
+
+
+def cells_text(cells: list[str]) -> str:
+    """The first ``SHOWN`` cells, and how many more."""
+    return ", ".join(cells[:SHOWN]) + (f" and {len(cells) - SHOWN} more" if len(cells) > SHOWN else "")
 
 
 def changes_text(software: tuple[str, ...]) -> str:
@@ -108,8 +117,6 @@ def cause_lines(results: Iterable[CellResult], matrix: str | None = None) -> lis
     """``by cause:`` and a line per group, each followed by the commands that measure its cells
     again here (``judge/reproduce.py``: with ``--matrix matrix`` where known), or nothing when no
     cell regressed or is suspect."""
-    from .reproduce import reproduce_lines
-
     results = list(results)
     gpu = any(r.env.get("gpu_name") for r in results)
     lines = []
@@ -129,12 +136,10 @@ def change_cause_lines(changes: Iterable[Any]) -> list[str]:
         groups.setdefault((software, change.metric), []).append(change)
     lines = []
     for (software, metric), found in sorted(groups.items(), key=lambda item: -len(item[1])):
-        machine = sorted({line for c in found for line in split_changes(c.env_changes)[1]})
-        what = changes_text(software) or ("no change in the software (" + (
-            "the machine: " + "; ".join(machine) if machine else "nor in the machine as recorded") + ")")
+        what = what_changed(software, {line for c in found for line in split_changes(c.env_changes)[1]})
         steps = sorted(c.change for c in found)
         cells = sorted({c.cell for c in found})
         spread = f"{steps[0]:+.0%}" if len(steps) == 1 else f"{steps[0]:+.0%} to {steps[-1]:+.0%}"
         lines.append(f"  {what}: {label_of(metric)} of {len(cells)} cell{'s' if len(cells) != 1 else ''} moved "
-                     f"{spread}: {', '.join(cells[:SHOWN])}" + (f" and {len(cells) - SHOWN} more" if len(cells) > SHOWN else ""))
+                     f"{spread}: {cells_text(cells)}")
     return ["by cause:", *lines] if lines else []
